@@ -1,0 +1,310 @@
+"""Reverse-mode symbolic differentiation over the graph.
+
+The backward pass visits the nodes from the loss back to the inputs. For every node ``v`` and every
+quantity ``u`` its definition uses directly, it computes the *contribution* of ``v``'s adjoint
+``dL/dv`` to ``u`` (:func:`vjp`). The adjoint of ``u`` is the sum of the contributions of all its
+consumers. Because each contribution is written with the symbols ``dL/dv`` and the node symbols, not
+with their expanded values, the work and the size of the result grow linearly with the graph.
+
+:func:`vjp` is the whole calculus: SymPy's ``diff`` differentiates the elementwise part of a definition
+(``+``, ``*``, powers and activation functions, where the chain rule is an elementwise product), and the
+``vjp`` rule of each :class:`~symbackprop.tensor.TensorOp` handles the rest (matrix products, transposes,
+sums, softmax).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import sympy as sp
+
+from .functions import Elementwise
+from .graph import Graph, ModelError
+from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
+from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
+
+#: expressions larger than this (in SymPy operations) are not given to ``simplify``, which can hang
+SIMPLIFY_LIMIT = 400
+
+
+class Shapes:
+    """Shape lookup with a memo; temporary symbols can be added."""
+
+    def __init__(self, shapes: dict[sp.Symbol, Shape]):
+        self.known = dict(shapes)
+        self.memo: dict = {}
+
+    def add(self, symbol: sp.Symbol, shape: Shape) -> None:
+        self.known[symbol] = shape
+
+    def __call__(self, expr: sp.Expr) -> Shape:
+        return infer_shape(expr, self.known, self.memo)
+
+
+def _unbroadcast(adjoint: sp.Expr, target: Shape, source: Shape) -> sp.Expr:
+    """A scalar used elementwise in a tensor expression receives the sum of the tensor adjoint."""
+    return sum_(adjoint) if target == () and source != () else adjoint
+
+
+def vjp(expr: sp.Expr, u: sp.Symbol, g: sp.Expr, shape_of: Shapes) -> sp.Expr:
+    """The adjoint that flows into ``u`` when the value ``expr`` has adjoint ``g`` (same shape as ``expr``)."""
+    if expr == u:
+        return g
+    if u not in expr.free_symbols:
+        return sp.S.Zero
+    out_shape = shape_of(expr)
+    stand_ins = {}
+    for term in tensor_subterms(expr, u):
+        d = sp.Dummy("t", real=True)
+        shape_of.add(d, shape_of(term))
+        stand_ins[term] = d
+    flat = expr.xreplace(stand_ins)
+    total = _unbroadcast(g * flat.diff(u), shape_of(u), out_shape)
+    for term, d in stand_ins.items():
+        g_term = _unbroadcast(g * flat.diff(d), shape_of(term), out_shape)
+        if g_term == 0:
+            continue
+        for arg, g_arg in zip(term.args, term.vjp(g_term, shape_of)):
+            total += vjp(arg, u, g_arg, shape_of)
+    return total
+
+
+def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> sp.Expr:
+    """Remove the ``ones`` a broadcast leaves behind, and use ``sum(y) = 1`` for one-hot inputs."""
+    def is_ones_product(e):
+        return isinstance(e, sp.Mul) and any(isinstance(f, ones) for f in e.args)
+
+    def drop_ones(m):
+        rest = [f for f in m.args if not isinstance(f, ones)]
+        kept = [f for f in m.args if isinstance(f, ones)][:1]
+        return sp.Mul(*rest) if any(shape_of(f) != () for f in rest) else sp.Mul(*rest, *kept)
+
+    def sum_of_broadcast(e):
+        if not isinstance(e, sum_):
+            return False
+        arg = e.args[0]
+        return isinstance(arg, ones) or (isinstance(arg, sp.Mul) and all(
+            isinstance(f, ones) or shape_of(f) == () for f in arg.args))
+
+    def count(e):
+        arg = e.args[0]
+        factors = arg.args if isinstance(arg, sp.Mul) else (arg,)
+        size = prod(int(n) for f in factors if isinstance(f, ones) for n in f.args)
+        return size * sp.Mul(*[f for f in factors if not isinstance(f, ones)])
+
+    expr = expr.replace(is_ones_product, drop_ones)
+    expr = expr.replace(sum_of_broadcast, count)
+    return expr.xreplace(unit_sums) if unit_sums else expr
+
+
+@dataclass(frozen=True)
+class Edge:
+    """How the adjoint of ``consumer`` flows into ``wrt``, one of the names its definition uses."""
+
+    consumer: str
+    wrt: str
+    contribution: sp.Expr
+    #: the elementwise local derivative d consumer / d wrt when contribution = adjoint * local
+    local: sp.Expr | None = None
+    #: ``(f, arg)`` when the consumer is ``f(wrt)`` for a one-argument function f
+    prime: tuple | None = None
+
+
+class Derivation:
+    """Every gradient of the loss, derived by reverse mode, with the steps that explain it."""
+
+    def __init__(self, graph: Graph, wrt: list[str] | None = None):
+        self.graph = graph.validate()
+        self.loss = graph.loss_name
+        self.targets = self._check_targets(wrt)
+        self.shape_of = Shapes(graph.shapes)
+        for q in graph.quantities.values():
+            self.shape_of.add(self.adjoint(q.name), q.shape)
+        self.unit_sums = {sum_(q.symbol): sp.S.One for q in graph.input_list if q.onehot}
+        self.active = self._active_names()
+        self.edges: dict[str, list[Edge]] = {name: [] for name in self.active}
+        self.steps: list[Step] = []
+        self._direct_from_loss: dict[str, sp.Expr] = {}
+        # Nodes whose definition is a softmax/logsumexp keep their name in displayed values (p - y).
+        self._display_names = {q.expr: q.symbol for q in graph.computed if isinstance(q.expr, TensorOp)}
+        self._backward()
+
+    # ---- set-up ------------------------------------------------------------------------------------
+    def _check_targets(self, wrt):
+        if not wrt:
+            return [p.name for p in self.graph.params]
+        for name in wrt:
+            q = self.graph.quantities.get(name)
+            if q is None or q.kind not in ("param", "input"):
+                known = ", ".join(p.name for p in self.graph.params + self.graph.input_list)
+                raise ModelError("--wrt", f"'{name}' is not a parameter or input (choose from: {known})")
+        return list(dict.fromkeys(wrt))
+
+    def _active_names(self) -> set[str]:
+        """Quantities on a path from a target to the loss: only they need adjoints."""
+        g = self.graph
+        reaches_loss = {self.loss}
+        for q in reversed(g.computed):
+            if q.name in reaches_loss:
+                reaches_loss.update(g.dependencies(q.name))
+        from_targets = set(self.targets)
+        for q in g.computed:
+            if any(d in from_targets for d in g.dependencies(q.name)):
+                from_targets.add(q.name)
+        return reaches_loss & from_targets
+
+    def adjoint(self, name: str) -> sp.Expr:
+        """The symbol dL/d(name); the loss's own adjoint is 1."""
+        return sp.S.One if name == self.loss else Adjoint(self.loss, name)
+
+    # ---- the backward pass --------------------------------------------------------------------------
+    def _backward(self) -> None:
+        g = self.graph
+        last_consumer = {}
+        for q in g.computed:  # forward order: the first consumer is the last one the backward pass meets
+            for d in g.dependencies(q.name):
+                if d in self.targets and d not in last_consumer and q.name in self.active:
+                    last_consumer[d] = q.name
+        for q in reversed(g.computed):
+            if q.name not in self.active:
+                continue
+            if q.name != self.loss:
+                self._finish(q.name)
+            for u in g.dependencies(q.name):
+                if u in self.active:
+                    self._add_edge(q.name, u)
+            for t in self.targets:
+                if last_consumer.get(t) == q.name:
+                    self._finish(t)
+        for t in self.targets:
+            if t not in last_consumer:  # the loss does not depend on it
+                self.steps.append(Step(self._target_kind(t), Math(self.adjoint(t)), (Math(sp.S.Zero),), t))
+        for p in g.params:
+            if p.name in self.targets:
+                self.steps.append(Step("update", NewValue(p.symbol),
+                                       (UpdateRule(p.symbol, self.adjoint(p.name)),), p.name))
+
+    def _target_kind(self, name: str) -> str:
+        return "param" if self.graph[name].kind == "param" else "gradient"
+
+    def _add_edge(self, consumer: str, u: str) -> None:
+        g = self.graph
+        expr, sym = g[consumer].expr, g.symbol(u)
+        adj = self.adjoint(consumer)
+        contribution = tidy(vjp(expr, sym, adj, self.shape_of), self.shape_of, self.unit_sums)
+        local = prime = None
+        if not tensor_subterms(expr, sym):
+            local = tidy(expr.diff(sym), self.shape_of, self.unit_sums)
+            if isinstance(expr, Elementwise | sp.Function) and not isinstance(expr, TensorOp) \
+                    and len(expr.args) == 1 and expr.args[0] == sym:
+                prime = (type(expr), sym)
+        edge = Edge(consumer, u, contribution, local, prime)
+        self.edges[u].append(edge)
+        if consumer != self.loss and g[u].kind in ("node",) and local is not None and self._same_shape(edge):
+            forms = ((Prime(*prime),) if prime else ()) + (Math(local),)
+            self.steps.append(Step("local", Partial(consumer, u), forms, consumer))
+
+    def _same_shape(self, edge: Edge) -> bool:
+        return self.shape_of(self.graph.symbol(edge.wrt)) == self.graph[edge.consumer].shape
+
+    def _finish(self, name: str) -> None:
+        """All consumers of ``name`` are done: write the step that sums them into dL/d(name)."""
+        edges = self.edges[name]
+        lhs = Math(self.adjoint(name))
+        kind = self.graph[name].kind
+        if kind in ("param", "input"):
+            step_kind = self._target_kind(name)
+        elif len(edges) == 1 and edges[0].consumer == self.loss:
+            step_kind = "loss"
+        else:
+            step_kind = "chain" if len(edges) == 1 else "accumulate"
+        if len(edges) == 1 and edges[0].consumer == self.loss:
+            value = self._shown(edges[0].contribution)
+            if kind == "node":
+                self._direct_from_loss[name] = value
+            self.steps.append(Step(step_kind, lhs, (Math(value),), name))
+            return
+        chain = [self._chain_form(e) for e in edges]
+        values = [self._value_form(e, substitute=kind == "node") for e in edges]
+        forms = []
+        if all(c is not None for c in chain):
+            forms.append(chain[0] if len(chain) == 1 else Total(tuple(chain)))
+        forms.append(values[0] if len(values) == 1 else Total(tuple(values)))
+        self.steps.append(Step(step_kind, lhs, tuple(forms), name))
+
+    def _hadamard(self, edge: Edge) -> bool:
+        return self.graph[edge.consumer].shape != ()
+
+    def _chain_form(self, edge: Edge):
+        if edge.consumer == self.loss or edge.local is None or not self._same_shape(edge):
+            return None
+        return Product((Math(self.adjoint(edge.consumer)), Partial(edge.consumer, edge.wrt)), self._hadamard(edge))
+
+    def _value_form(self, edge: Edge, substitute: bool):
+        """The term in network symbols; an adjoint that is the loss's own derivative is written out
+        (dL/dz = (a - y) sigma'(z)) when ``substitute``, while gradients keep dL/dz as the seed does."""
+        if edge.consumer == self.loss:
+            return Math(self._shown(edge.contribution))
+        if edge.local is None or not self._same_shape(edge):
+            return Math(self._shown(edge.contribution))
+        adj = self.adjoint(edge.consumer)
+        if substitute:
+            adj = self._direct_from_loss.get(edge.consumer, adj)
+        if edge.local == 1:
+            return Math(adj)
+        return Product((Math(adj), Math(self._shown(edge.local))), self._hadamard(edge))
+
+    def _shown(self, expr: sp.Expr) -> sp.Expr:
+        return expr.xreplace(self._display_names) if self._display_names else expr
+
+    # ---- results ------------------------------------------------------------------------------------
+    def adjoint_value(self, name: str) -> sp.Expr:
+        """dL/d(name) as the sum of its consumers' contributions (per sample, in adjoint symbols)."""
+        return sp.Add(*[e.contribution for e in self.edges.get(name, [])])
+
+    @property
+    def gradients(self) -> dict[str, sp.Expr]:
+        """Per-sample gradient of every target, in adjoint and node symbols."""
+        return {t: self.adjoint_value(t) for t in self.targets}
+
+    def expanded(self, name: str, simplify: bool = True) -> sp.Expr:
+        """dL/d(name) written with inputs and parameters only (no node or adjoint symbols).
+
+        The expanded form grows exponentially with depth; it is simplified only while it is small.
+        """
+        g = self.graph
+        values: dict[sp.Symbol, sp.Expr] = {}
+        for q in g.computed:  # node symbols -> definitions in inputs and params
+            values[q.symbol] = q.expr.xreplace(values)
+        adjoints: dict[sp.Symbol, sp.Expr] = {}
+        for q in reversed(g.computed):  # adjoint symbols -> values, from the loss back
+            if q.name in self.active and q.name != self.loss:
+                adjoints[self.adjoint(q.name)] = self.adjoint_value(q.name).xreplace(adjoints)
+        result = self.adjoint_value(name).xreplace(adjoints).xreplace(values)
+        if simplify and sp.count_ops(result) <= SIMPLIFY_LIMIT:
+            result = sp.simplify(result)
+        return result
+
+    def program(self):
+        """The gradient program (forward and backward assignments) that code generation prints."""
+        from .program import build_program
+        return build_program(self)
+
+    # ---- display -------------------------------------------------------------------------------------
+    def to(self, fmt: str = "latex", **options) -> str:
+        from .render import render
+        return render(self, fmt, **options)
+
+    def _repr_latex_(self) -> str:
+        return self.to("latex", standalone=True)
+
+    def _repr_markdown_(self) -> str:
+        return self.to("markdown")
+
+    def __str__(self) -> str:
+        return self.to("text")
+
+
+def derive(graph: Graph, wrt: list[str] | None = None) -> Derivation:
+    """Derive dL/dw for every parameter (or for the names in ``wrt``) of ``graph``."""
+    return Derivation(graph, wrt)

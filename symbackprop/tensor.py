@@ -1,0 +1,257 @@
+"""Operations that are not elementwise: matrix products, transposes, reductions, softmax.
+
+symbackprop writes every network quantity as a plain SymPy ``Symbol``, whatever its shape. SymPy's own
+``+``, ``*``, ``**`` and functions then mean *elementwise* operations (which is why they may commute),
+and the few operations that mix elements are the ``TensorOp`` classes below. Each keeps, side by side:
+
+* ``shape``: its result shape from its argument shapes (a clear :class:`ShapeError` otherwise);
+* ``vjp``: its local backward rule, the adjoint of each argument given the adjoint ``g`` of the result.
+
+These are the matrix-calculus rules of backpropagation (``dL/dW = delta x^T``, ``dL/dx = W^T delta``,
+``sum`` broadcasts back, transposes flow back), written once here instead of relying on SymPy's
+incomplete matrix derivatives.
+
+Shapes: ``()`` scalar, ``(n,)`` column vector, ``(1, n)`` row vector, ``(m, n)`` matrix.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from math import prod
+
+import sympy as sp
+
+Shape = tuple[int, ...]
+ShapeOf = Callable[[sp.Expr], Shape]
+
+
+class ShapeError(ValueError):
+    """An operation got operands whose shapes do not fit."""
+
+
+def _text(expr: sp.Expr) -> str:
+    s = str(expr)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+class TensorOp(sp.Function):
+    """Base class of the operations that are not elementwise."""
+
+    is_real = True
+
+    def shape(self, arg_shapes: list[Shape]) -> Shape:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vjp(self, g: sp.Expr, shape_of: ShapeOf) -> list[sp.Expr]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fdiff(self, argindex=1):
+        raise TypeError(f"{type(self).__name__} is differentiated by its vjp rule, not by SymPy's diff")
+
+
+def _as_matrix(s: Shape, expr) -> tuple[int, int]:
+    if len(s) == 1:
+        return (s[0], 1)
+    if len(s) == 2:
+        return s
+    raise ShapeError(f"matrix product needs vectors or matrices, but {_text(expr)} is a scalar (use * to scale)")
+
+
+def mm(a: sp.Expr, b: sp.Expr, shape_of: ShapeOf) -> sp.Expr:
+    """Matrix product that degrades to a plain product when either side is a scalar."""
+    if shape_of(a) == () or shape_of(b) == ():
+        return a * b
+    return matmul(a, b)
+
+
+class matmul(TensorOp):
+    """Matrix product ``A @ B`` (a column vector counts as an n x 1 matrix)."""
+
+    nargs = 2
+
+    def shape(self, arg_shapes):
+        (a, b), (c, d) = (_as_matrix(s, e) for s, e in zip(arg_shapes, self.args))
+        if b != c:
+            raise ShapeError(
+                f"matrix product {_text(self)}: shapes {arg_shapes[0]} and {arg_shapes[1]} do not fit "
+                f"(inner sizes {b} and {c})")
+        if d == 1:
+            return () if a == 1 else (a,)
+        return (a, d)
+
+    def vjp(self, g, shape_of):
+        A, B = self.args
+        return [mm(g, transpose(B), shape_of), mm(transpose(A), g, shape_of)]
+
+
+
+
+class transpose(TensorOp):
+    """Transpose ``A.T``; a column vector becomes a row vector and back."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, a):
+        if isinstance(a, transpose):
+            return a.args[0]
+        if a.is_Number:
+            return a
+        return None
+
+    def shape(self, arg_shapes):
+        (s,) = arg_shapes
+        if len(s) == 0:
+            return ()
+        if len(s) == 1:
+            return (1, s[0])
+        if s[0] == 1:
+            return (s[1],)
+        return (s[1], s[0])
+
+    def vjp(self, g, shape_of):
+        return [transpose(g)]
+
+
+
+
+class Reduction(TensorOp):
+    """A function of a whole tensor that returns a scalar or keeps the shape (sum, mean, softmax)."""
+
+    nargs = 1
+
+
+
+
+class sum_(Reduction):
+    """Sum of all elements."""
+
+    latex_name = r"\operatorname{sum}"
+
+    @classmethod
+    def eval(cls, a):
+        return a if a.is_Number else None
+
+    def shape(self, arg_shapes):
+        return ()
+
+    def vjp(self, g, shape_of):
+        return [g * ones_of(shape_of(self.args[0]))]
+
+
+class mean(Reduction):
+    """Mean of all elements."""
+
+    latex_name = r"\operatorname{mean}"
+
+    @classmethod
+    def eval(cls, a):
+        return a if a.is_Number else None
+
+    def shape(self, arg_shapes):
+        return ()
+
+    def vjp(self, g, shape_of):
+        s = shape_of(self.args[0])
+        return [g * ones_of(s) / max(prod(s), 1)]
+
+
+def _vector_only(op: TensorOp, s: Shape) -> None:
+    if len(s) != 1:
+        raise ShapeError(f"{type(op).__name__}({_text(op.args[0])}) needs a vector, got shape {s}")
+
+
+class logsumexp(Reduction):
+    """log(sum(exp(v))) of a vector, computed stably (the maximum is taken out first)."""
+
+    latex_name = r"\operatorname{logsumexp}"
+
+    def shape(self, arg_shapes):
+        _vector_only(self, arg_shapes[0])
+        return ()
+
+    def vjp(self, g, shape_of):
+        return [g * softmax(self.args[0])]
+
+
+class softmax(Reduction):
+    """exp(v) / sum(exp(v)) of a vector, computed stably."""
+
+    latex_name = r"\operatorname{softmax}"
+
+    def shape(self, arg_shapes):
+        _vector_only(self, arg_shapes[0])
+        return arg_shapes[0]
+
+    def vjp(self, g, shape_of):
+        s = softmax(self.args[0])
+        return [s * (g - sum_(g * s))]
+
+
+class ones(TensorOp):
+    """A tensor of ones of a given shape: what a scalar adjoint becomes when it flows back into a tensor."""
+
+    nargs = (1, 2)
+
+    def shape(self, arg_shapes):
+        return tuple(int(n) for n in self.args)
+
+    def vjp(self, g, shape_of):
+        return []
+
+
+
+
+def ones_of(shape: Shape) -> sp.Expr:
+    """``ones(*shape)``, or plain 1 for a scalar."""
+    return ones(*shape) if shape else sp.S.One
+
+
+#: Tensor functions a model may call by name.
+TENSOR_FUNCTIONS = {"sum": sum_, "mean": mean, "softmax": softmax, "logsumexp": logsumexp}
+
+
+def infer_shape(expr: sp.Expr, shapes: Mapping[sp.Symbol, Shape], memo: dict | None = None) -> Shape:
+    """Shape of ``expr`` given the shapes of its symbols; elementwise operands must match or be scalars."""
+    memo = {} if memo is None else memo
+    if expr in memo:
+        return memo[expr]
+    if expr.is_Symbol:
+        try:
+            result = shapes[expr]
+        except KeyError:
+            raise ShapeError(f"no shape is known for '{expr}'") from None
+    elif expr.is_number:
+        result = ()
+    else:
+        arg_shapes = [infer_shape(a, shapes, memo) for a in expr.args]
+        if isinstance(expr, TensorOp):
+            result = expr.shape(arg_shapes)
+        elif isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
+            distinct = {s for s in arg_shapes if s != ()}
+            if len(distinct) > 1:
+                a, b = sorted(distinct)[:2]
+                raise ShapeError(f"shape mismatch in {_text(expr)}: {a} and {b} (elementwise operations "
+                                 "need equal shapes, or a scalar)")
+            result = distinct.pop() if distinct else ()
+        else:
+            raise ShapeError(f"unsupported operation {type(expr).__name__} in {_text(expr)}")
+    memo[expr] = result
+    return result
+
+
+def tensor_subterms(expr: sp.Expr, wrt: sp.Symbol) -> list[sp.Expr]:
+    """The outermost ``TensorOp`` applications inside ``expr`` that contain ``wrt``."""
+    found: list[sp.Expr] = []
+
+    def walk(e):
+        if wrt not in e.free_symbols:
+            return
+        if isinstance(e, TensorOp):
+            if e not in found:
+                found.append(e)
+            return
+        for a in e.args:
+            walk(a)
+
+    walk(expr)
+    return found
