@@ -18,7 +18,7 @@ from math import prod
 
 import sympy as sp
 
-from .functions import Elementwise
+from .functions import prime_names
 from .graph import Graph, ModelError
 from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
 from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
@@ -195,8 +195,7 @@ class Derivation:
         local = prime = None
         if not tensor_subterms(expr, sym):
             local = tidy(expr.diff(sym), self.shape_of, self.unit_sums)
-            if isinstance(expr, Elementwise | sp.Function) and not isinstance(expr, TensorOp) \
-                    and len(expr.args) == 1 and expr.args[0] == sym:
+            if isinstance(expr, sp.Function) and prime_names(type(expr)) and expr.args == (sym,):
                 prime = (type(expr), sym)
         edge = Edge(consumer, u, contribution, local, prime)
         self.edges[u].append(edge)

@@ -28,8 +28,6 @@ class Elementwise(sp.Function):
     numpy: str = ""
     helper: str | None = None
     torch: str = ""
-    #: what the derivation says about points where the function has no derivative, if any
-    convention: str | None = None
 
     def _latex(self, printer, exp=None):
         arg = self.args[0]
@@ -103,7 +101,6 @@ class step(Elementwise):
     text_name = "step"
     numpy = "np.heaviside({x}, 0.0)"
     torch = "torch.heaviside({x}, torch.zeros_like({x}))"
-    convention = r"\operatorname{step}(0) = 0"
 
     @classmethod
     def eval(cls, x):
@@ -122,7 +119,6 @@ class relu(Elementwise):
     text_name = "relu"
     numpy = "np.maximum({x}, 0.0)"
     torch = "torch.relu({x})"
-    convention = r"\operatorname{relu}'(0) = 0"
 
     @classmethod
     def eval(cls, x):
@@ -151,9 +147,17 @@ FUNCTIONS: dict[str, type[sp.Function] | object] = {
     "abs": sp.Abs,
 }
 
-#: Conventions at points without a derivative, stated once in every derivation that meets them.
+def prime_names(func: type) -> tuple[str, str] | None:
+    """(LaTeX, text) name under which ``f'(x)`` is written, or None where a prime would not read well."""
+    if issubclass(func, Elementwise):
+        return func.latex_name, func.text_name
+    return {sp.tanh: (r"\tanh", "tanh"), sp.exp: (r"\exp", "exp"), sp.log: (r"\log", "log")}.get(func)
+
+
+#: Conventions at points without a derivative, stated (LaTeX, text) in every derivation that meets them.
 CONVENTIONS = {
-    sp.Abs: r"\frac{d}{dx}\left|x\right| = \operatorname{sign}(x),\ \operatorname{sign}(0) = 0",
-    relu: relu.convention,
-    step: step.convention,
+    sp.Abs: (r"\frac{d}{dx}\left|x\right| = \operatorname{sign}(x),\ \operatorname{sign}(0) = 0",
+             "d|x|/dx = sign(x), sign(0) = 0 (a subgradient)"),
+    relu: (r"\operatorname{relu}'(0) = 0", "relu'(0) = 0 (a subgradient)"),
+    step: (r"\operatorname{step}(0) = 0", "step(0) = 0"),
 }

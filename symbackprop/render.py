@@ -1,0 +1,173 @@
+"""Render a derivation's steps as LaTeX, Markdown or plain text.
+
+A renderer prints each display node of :mod:`symbackprop.steps` with one ``_print_<Class>`` method and
+delegates SymPy expressions to a printer of :mod:`symbackprop.printing`. A new format is a new
+subclass of :class:`Renderer`.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from .functions import CONVENTIONS, prime_names
+from .printing import NetworkLatexPrinter, NetworkTextPrinter
+from .steps import Step
+
+TITLES = {
+    "loss": "derivative of the loss",
+    "local": "local derivative",
+    "chain": "chain rule",
+    "accumulate": "sum over all uses",
+    "param": "gradient of a parameter",
+    "gradient": "gradient of an input",
+    "update": "gradient-descent update",
+}
+
+
+class Renderer:
+    """Base renderer: one line per step, ``lhs = form = form``."""
+
+    printer_class = NetworkLatexPrinter
+
+    def __init__(self, derivation, shapes: bool = False):
+        self.derivation = derivation
+        self.show_shapes = shapes
+        self.math = self.printer_class({n: q.shape for n, q in derivation.graph.quantities.items()})
+
+    # ---- display nodes -------------------------------------------------------------------------
+    def display(self, node) -> str:
+        return getattr(self, f"_print_{type(node).__name__}")(node)
+
+    def _print_Math(self, node):
+        return self.math.doprint(node.expr)
+
+    def _factor(self, node) -> str:
+        text = self.display(node)
+        expr = getattr(node, "expr", None)
+        if isinstance(expr, sp.Add) or (isinstance(expr, sp.Mul) and expr.could_extract_minus_sign()):
+            return self.parens(text)
+        return text
+
+    def _print_Total(self, node):
+        return " + ".join(self.display(t) for t in node.terms)
+
+    # ---- lines ---------------------------------------------------------------------------------
+    def line(self, step: Step) -> str:
+        text = " = ".join([self.display(step.lhs)] + [self.display(f) for f in step.forms])
+        if self.show_shapes and step.subject:
+            text += self.shape_note(self.derivation.graph[step.subject].shape)
+        return text
+
+    #: which of a convention's (LaTeX, text) forms this renderer prints
+    convention_form = 0
+
+    def conventions(self) -> list[str]:
+        used = {type(e) for q in self.derivation.graph.computed for e in sp.preorder_traversal(q.expr)}
+        return [c[self.convention_form] for f, c in CONVENTIONS.items() if f in used]
+
+    def render(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class LatexRenderer(Renderer):
+    """One LaTeX math line per step (no ``$``), or an ``aligned`` block with ``standalone=True``."""
+
+    def __init__(self, derivation, shapes: bool = False, standalone: bool = False):
+        super().__init__(derivation, shapes)
+        self.standalone = standalone
+
+    def parens(self, text):
+        return rf"\left({text}\right)"
+
+    def _print_Partial(self, node):
+        sym = self.derivation.graph.symbol
+        return rf"\frac{{\partial {self.math.doprint(sym(node.of))}}}{{\partial {self.math.doprint(sym(node.wrt))}}}"
+
+    def _print_Prime(self, node):
+        name = prime_names(node.func)[0]
+        arg = self.math.doprint(node.arg)
+        return f"{name}'({arg})"
+
+    def _print_Product(self, node):
+        op = r" \odot " if node.hadamard else r" \cdot "
+        return op.join(self._factor(f) for f in node.factors)
+
+    def _print_NewValue(self, node):
+        return f"{self.math.doprint(node.param)}^{{(new)}}"
+
+    def _print_UpdateRule(self, node):
+        return rf"{self.math.doprint(node.param)}^{{(old)}} - \eta {self.math.doprint(node.gradient)}"
+
+    def shape_note(self, shape):
+        space = r"\mathbb{R}" if not shape else r"\mathbb{R}^{" + r" \times ".join(map(str, shape)) + "}"
+        return rf" \quad \in {space}"
+
+    def lines(self) -> list[str]:
+        steps = [self.line(s) for s in self.derivation.steps]
+        notes = [rf"\text{{convention: }} {c}" for c in self.conventions()]
+        return steps + notes
+
+    def render(self) -> str:
+        lines = self.lines()
+        if not self.standalone:
+            return "\n".join(lines)
+        aligned = [line.replace(" = ", " &= ", 1) for line in lines]
+        return "$$\\begin{aligned}\n" + " \\\\\n".join(aligned) + "\n\\end{aligned}$$"
+
+
+class MarkdownRenderer(LatexRenderer):
+    """Markdown with ``$$`` blocks: pastes into a Jupyter notebook or a GitHub README."""
+
+    def render(self) -> str:
+        d = self.derivation
+        out = [f"## Backpropagation: {d.graph.name}", ""]
+        for i, step in enumerate(d.steps, 1):
+            out += [f"{i}. {TITLES[step.kind].capitalize()}", "", "$$", self.line(step), "$$", ""]
+        for c in self.conventions():
+            out += [f"Convention: ${c}$", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+
+class TextRenderer(Renderer):
+    """Plain text for terminals and logs: ``dL/dz = dL/da * da/dz``."""
+
+    printer_class = NetworkTextPrinter
+    convention_form = 1
+
+    def parens(self, text):
+        return f"({text})"
+
+    def _print_Partial(self, node):
+        return f"d{node.of}/d{node.wrt}"
+
+    def _print_Prime(self, node):
+        return f"{prime_names(node.func)[1]}'({self.math.doprint(node.arg)})"
+
+    def _print_Product(self, node):
+        return " * ".join(self._factor(f) for f in node.factors)  # * is elementwise, as in NumPy
+
+    def _print_NewValue(self, node):
+        return f"{node.param}_new"
+
+    def _print_UpdateRule(self, node):
+        return f"{node.param}_old - eta * {self.math.doprint(node.gradient)}"
+
+    def shape_note(self, shape):
+        return f"    [shape {shape}]" if shape else "    [scalar]"
+
+    def render(self) -> str:
+        width = max(len(TITLES[s.kind]) for s in self.derivation.steps) if self.derivation.steps else 0
+        out = [f"{TITLES[s.kind]:<{width}}  {self.line(s)}" for s in self.derivation.steps]
+        out += [f"convention: {c}" for c in self.conventions()]
+        return "\n".join(out)
+
+
+RENDERERS = {"latex": LatexRenderer, "markdown": MarkdownRenderer, "text": TextRenderer}
+
+
+def render(derivation, fmt: str = "latex", **options) -> str:
+    """Render ``derivation`` in ``fmt`` (latex, markdown or text)."""
+    try:
+        cls = RENDERERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(RENDERERS)}") from None
+    return cls(derivation, **options).render()
