@@ -36,9 +36,6 @@ class Elementwise(sp.Function):
         head = self.latex_name if exp is None else f"{self.latex_name}^{{{exp}}}"
         return head + wrapped
 
-    def _sympystr(self, printer):
-        return f"{self.text_name or type(self).__name__}({printer._print(self.args[0])})"
-
 
 _SIGMOID_HELPER = '''\
 def _sigmoid(x):

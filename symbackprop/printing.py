@@ -29,7 +29,24 @@ def reading_order(factors) -> list:
     return sorted(factors, key=rank)
 
 
-class _ShapeAware:
+class FunctionBases:
+    """Route ``_print_<Base>`` for our function base classes.
+
+    SymPy's printers skip intermediate ``Function`` base classes when they look for a
+    ``_print_<Class>`` method (unless the name ends in ``Base``), so ``_print_Elementwise`` and
+    ``_print_Reduction`` are dispatched here.
+    """
+
+    bases = ("Elementwise", "Reduction")
+
+    def _print_Function(self, expr, **kwargs):
+        for cls in type(expr).__mro__:
+            if cls.__name__ in self.bases and hasattr(self, f"_print_{cls.__name__}"):
+                return getattr(self, f"_print_{cls.__name__}")(expr, **kwargs)
+        return super()._print_Function(expr, **kwargs)
+
+
+class _ShapeAware(FunctionBases):
     """Shape lookup shared by the printers: ``shapes`` maps names to shapes."""
 
     def _init_shapes(self, shapes: Mapping[str, Shape] | None):
@@ -136,6 +153,9 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
 
     def _print_ones(self, expr):
         return f"ones({', '.join(str(n) for n in expr.args)})"
+
+    def _print_Elementwise(self, expr):
+        return f"{expr.text_name}({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"

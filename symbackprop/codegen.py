@@ -1,0 +1,146 @@
+"""Write a gradient program as a standalone, readable Python module that needs only NumPy.
+
+The module follows the contract of DESIGN.md: ``loss_and_grad(params, data) -> (loss, grads)`` with a
+leading batch axis on every input, the mean loss over the batch, and one gradient per parameter in the
+parameter's shape; ``forward(params, data)`` returns every node's value. Each backward line is
+preceded by the chain-rule step it computes.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import sympy as sp
+
+from . import __version__
+from .codeprint import HELPERS, NumPyBatchPrinter
+from .functions import Elementwise
+from .program import Program, batch_mean
+from .steps import Adjoint
+
+
+def variable_names(program: Program) -> dict[sp.Symbol, str]:
+    """A Python name for every symbol: user names as declared, adjoints as ``dL_dz``, all distinct."""
+    names: dict[sp.Symbol, str] = {}
+    taken: set[str] = set()
+    for q in program.inputs + program.params + program.nodes:
+        names[q.symbol] = q.name
+        taken.add(q.name)
+    for a in program.assignments:
+        if a.target in names:
+            continue
+        base = f"d{a.target.loss}_d{a.target.of}" if isinstance(a.target, Adjoint) else a.target.name
+        name = base
+        while name in taken:
+            name += "_"
+        names[a.target] = name
+        taken.add(name)
+    return names
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    return [indent + "# " + line for line in textwrap.wrap(text, 96, break_long_words=False,
+                                                             break_on_hyphens=False)]
+
+
+class ModuleWriter:
+    """Assembles the module's source from a program."""
+
+    def __init__(self, program: Program, source: str | None = None):
+        self.program = program
+        self.source = source
+        self.names = variable_names(program)
+        self.printer = NumPyBatchPrinter(program.shapes, program.batched, self.names)
+        self.indent = "    "
+
+    def assign(self, a) -> list[str]:
+        target = self.names[a.target]
+        if isinstance(a.expr, batch_mean) and a.expr.args[0] == 0:
+            shape = self.program.shapes[a.target]
+            rhs = f"np.zeros({shape!r})" if shape else "0.0"
+        else:
+            rhs = self.printer.doprint(a.expr)
+        lines = _comment(a.comment, self.indent) if a.comment else []
+        return lines + [f"{self.indent}{target} = {rhs}"]
+
+    def unpack(self) -> list[str]:
+        i = self.indent
+        lines = [f'{i}{q.name} = np.asarray(params["{q.name}"], dtype=np.float64)' for q in self.program.params]
+        lines += [f'{i}{q.name} = np.asarray(data["{q.name}"], dtype=np.float64)' for q in self.program.inputs]
+        first = self.program.inputs[0].name if self.program.inputs else None
+        lines.append(f"{i}N = {first}.shape[0]" if first else f"{i}N = 1")
+        return lines
+
+    def forward_function(self) -> list[str]:
+        p = self.program
+        body = [line for a in p.section("forward") for line in self.assign(a)]
+        values = ", ".join(f'"{q.name}": {q.name}' for q in p.nodes)
+        return ["def forward(params, data):",
+                f'{self.indent}"""Every node\'s value for a batch: name -> array of shape (N, *node shape)."""',
+                *self.unpack(), *body, f"{self.indent}return {{{values}}}"]
+
+    def loss_and_grad_function(self) -> list[str]:
+        p, i = self.program, self.indent
+        loss = self.names[p.loss]
+        mean = f"np.mean({loss})" if p.loss in p.batched else loss
+        lines = ["def loss_and_grad(params, data):",
+                 f'{i}"""Mean loss over the batch and its gradient for every parameter (in its shape)."""',
+                 *self.unpack(), f"{i}# forward pass"]
+        for a in p.section("forward"):
+            lines += self.assign(a)
+        lines += [f"{i}loss = float({mean})", f"{i}# backward pass: adjoints dL/dv, from the loss back"]
+        for a in p.assignments:
+            if a.section != "forward":
+                lines += self.assign(a)
+        grads = []
+        for name, sym in sorted(p.gradients.items(), key=lambda kv: list(self.names.values()).index(kv[0])):
+            value = self.names[sym]
+            grads.append(f'"{name}": ' + (f"float({value})" if p.shapes[sym] == () else value))
+        lines.append(f"{i}grads = {{{', '.join(grads)}}}")
+        lines.append(f"{i}return loss, grads")
+        return lines
+
+    def helpers(self) -> list[str]:
+        used = sorted(self.printer.helpers_used)
+        sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
+        sources.update(HELPERS)
+        return [sources[name] for name in used]
+
+    def write(self) -> str:
+        p = self.program
+        forward = self.forward_function()
+        loss_and_grad = self.loss_and_grad_function()  # printing records the helpers used
+        origin = f"from {self.source}" if self.source else "from a Python declaration"
+        shapes = lambda qs: "{" + ", ".join(f'"{q.name}": {q.shape!r}' for q in qs) + "}"
+        header = f'''\
+"""Loss and gradients of "{p.name}", generated by symbackprop {__version__} {origin}.
+
+It needs only NumPy; read it, edit it, ship it.
+
+    loss, grads = loss_and_grad(params, data)
+
+params: parameter name -> array in the parameter's shape (PARAMS below).
+data:   input name -> array with a leading batch axis, shape (N, *shape) (INPUTS below).
+loss:   the mean of the per-sample loss {p.loss} over the N samples.
+grads:  parameter name -> gradient of that mean, in the parameter's shape.
+"""
+import numpy as np
+
+PARAMS = {shapes(p.params)}
+INPUTS = {shapes(p.inputs)}
+'''
+        parts = [header] + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
+        return "\n\n".join(part.rstrip("\n") + "\n" for part in parts)
+
+
+def _elementwise_classes():
+    stack, seen = [Elementwise], []
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+def generate_module(program: Program, source: str | None = None) -> str:
+    """Python source of a module computing ``program``; ``source`` names the model file in its header."""
+    return ModuleWriter(program, source).write()

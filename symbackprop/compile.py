@@ -1,0 +1,48 @@
+"""Turn a derivation into a NumPy callable: the generated module, loaded in memory.
+
+The callable and the standalone module of :mod:`symbackprop.codegen` are the same source, so they give
+the same floats. The source is produced by our own printer from a validated graph: names are plain
+identifiers checked by :func:`symbackprop.graph.check_name`, numbers are printed by SymPy, and functions
+come from our registry; no text from a model file reaches it verbatim.
+"""
+from __future__ import annotations
+
+import linecache
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .codegen import generate_module
+from .derive import Derivation, derive
+from .graph import Graph
+
+
+@dataclass
+class CompiledGradient:
+    """``loss_and_grad(params, data) -> (loss, grads)`` and ``forward(params, data)`` for one model."""
+
+    loss_and_grad: Callable[[dict, dict], tuple[float, dict[str, Any]]]
+    forward: Callable[[dict, dict], dict[str, Any]]
+    source: str
+    derivation: Derivation
+
+    def __call__(self, params: dict, data: dict):
+        return self.loss_and_grad(params, data)
+
+
+def load_source(source: str, name: str) -> types.ModuleType:
+    """Run generated module source as a module (registered with linecache, so tracebacks show lines)."""
+    filename = f"<symbackprop generated: {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType("symbackprop_generated")
+    code = compile(source, filename, "exec")
+    exec(code, module.__dict__)  # our printer's output, never user text (see the module docstring)
+    return module
+
+
+def compile_gradient(model: Graph | Derivation, source: str | None = None) -> CompiledGradient:
+    """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable."""
+    derivation = model if isinstance(model, Derivation) else derive(model)
+    text = generate_module(derivation.program(), source)
+    module = load_source(text, derivation.graph.name)
+    return CompiledGradient(module.loss_and_grad, module.forward, text, derivation)
