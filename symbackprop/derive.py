@@ -284,6 +284,10 @@ class Derivation:
             result = sp.simplify(result)
         return result
 
+    def expanded_steps(self) -> list[Step]:
+        """One step per target: its gradient with every node and adjoint substituted, simplified."""
+        return [Step("expanded", Math(self.adjoint(t)), (Math(self.expanded(t)),), t) for t in self.targets]
+
     def program(self):
         """The gradient program (forward and backward assignments) that code generation prints."""
         from .program import build_program

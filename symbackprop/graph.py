@@ -22,7 +22,11 @@ from .functions import Elementwise, FUNCTIONS
 from .tensor import TENSOR_FUNCTIONS, Shape, ShapeError, TensorOp, infer_shape, logsumexp, softmax, transpose, matmul
 
 
-class ModelError(ValueError):
+class UserError(ValueError):
+    """Bad input from the user (model, data, options): the CLI shows it as one line, never a traceback."""
+
+
+class ModelError(UserError):
     """A model that cannot be used as written; ``str()`` is one line naming the entry and the problem."""
 
     def __init__(self, where: str, message: str):

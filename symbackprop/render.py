@@ -20,6 +20,7 @@ TITLES = {
     "param": "gradient of a parameter",
     "gradient": "gradient of an input",
     "update": "gradient-descent update",
+    "expanded": "expanded gradient",
 }
 
 
@@ -28,9 +29,10 @@ class Renderer:
 
     printer_class = NetworkLatexPrinter
 
-    def __init__(self, derivation, shapes: bool = False):
+    def __init__(self, derivation, shapes: bool = False, expanded: bool = False):
         self.derivation = derivation
         self.show_shapes = shapes
+        self.steps = derivation.steps + (derivation.expanded_steps() if expanded else [])
         self.math = self.printer_class({n: q.shape for n, q in derivation.graph.quantities.items()})
 
     # ---- display nodes -------------------------------------------------------------------------
@@ -71,8 +73,8 @@ class Renderer:
 class LatexRenderer(Renderer):
     """One LaTeX math line per step (no ``$``), or an ``aligned`` block with ``standalone=True``."""
 
-    def __init__(self, derivation, shapes: bool = False, standalone: bool = False):
-        super().__init__(derivation, shapes)
+    def __init__(self, derivation, shapes: bool = False, expanded: bool = False, standalone: bool = False):
+        super().__init__(derivation, shapes, expanded)
         self.standalone = standalone
 
     def parens(self, text):
@@ -102,7 +104,7 @@ class LatexRenderer(Renderer):
         return rf" \quad \in {space}"
 
     def lines(self) -> list[str]:
-        steps = [self.line(s) for s in self.derivation.steps]
+        steps = [self.line(s) for s in self.steps]
         notes = [rf"\text{{convention: }} {c}" for c in self.conventions()]
         return steps + notes
 
@@ -120,7 +122,7 @@ class MarkdownRenderer(LatexRenderer):
     def render(self) -> str:
         d = self.derivation
         out = [f"## Backpropagation: {d.graph.name}", ""]
-        for i, step in enumerate(d.steps, 1):
+        for i, step in enumerate(self.steps, 1):
             out += [f"{i}. {TITLES[step.kind].capitalize()}", "", "$$", self.line(step), "$$", ""]
         for c in self.conventions():
             out += [f"Convention: ${c}$", ""]
@@ -155,8 +157,8 @@ class TextRenderer(Renderer):
         return f"    [shape {shape}]" if shape else "    [scalar]"
 
     def render(self) -> str:
-        width = max(len(TITLES[s.kind]) for s in self.derivation.steps) if self.derivation.steps else 0
-        out = [f"{TITLES[s.kind]:<{width}}  {self.line(s)}" for s in self.derivation.steps]
+        width = max(len(TITLES[s.kind]) for s in self.steps) if self.steps else 0
+        out = [f"{TITLES[s.kind]:<{width}}  {self.line(s)}" for s in self.steps]
         out += [f"convention: {c}" for c in self.conventions()]
         return "\n".join(out)
 

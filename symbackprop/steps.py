@@ -13,7 +13,8 @@ Step kinds, in the order a backward pass meets them:
 ``accumulate``  an adjoint summed over several consumers (a value used in two places);
 ``param``       the gradient of a parameter (dL/dw = dL/dz * dz/dw = dL/dz * x);
 ``gradient``    the gradient of an input, when one is asked for;
-``update``      the gradient-descent update of a parameter (w_new = w_old - eta dL/dw).
+``update``      the gradient-descent update of a parameter (w_new = w_old - eta dL/dw);
+``expanded``    a gradient written with inputs and parameters only (on request).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Union
 
 import sympy as sp
 
-KINDS = ("loss", "local", "chain", "accumulate", "param", "gradient", "update")
+KINDS = ("loss", "local", "chain", "accumulate", "param", "gradient", "update", "expanded")
 
 
 class Adjoint(sp.Symbol):
