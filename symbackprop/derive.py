@@ -23,8 +23,9 @@ from .graph import Graph, ModelError
 from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
 from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
 
-#: expressions larger than this (in SymPy operations) are not given to ``simplify``, which can hang
-SIMPLIFY_LIMIT = 400
+#: expressions larger than this (in SymPy operations) are not given to ``simplify``, which is slow
+#: (seconds already at 30 operations) and can hang on large ones; they get ``factor_terms`` only.
+SIMPLIFY_LIMIT = 20
 
 
 class Shapes:
@@ -170,12 +171,11 @@ class Derivation:
                 continue
             if q.name != self.loss:
                 self._finish(q.name)
-            for u in g.dependencies(q.name):
-                if u in self.active:
-                    self._add_edge(q.name, u)
-            for t in self.targets:
+            local_steps = [self._add_edge(q.name, u) for u in g.dependencies(q.name) if u in self.active]
+            for t in self.targets:  # a layer's parameter gradients come before the next layer's steps
                 if last_consumer.get(t) == q.name:
                     self._finish(t)
+            self.steps.extend(s for s in local_steps if s is not None)
         for t in self.targets:
             if t not in last_consumer:  # the loss does not depend on it
                 self.steps.append(Step(self._target_kind(t), Math(self.adjoint(t)), (Math(sp.S.Zero),), t))
@@ -187,7 +187,8 @@ class Derivation:
     def _target_kind(self, name: str) -> str:
         return "param" if self.graph[name].kind == "param" else "gradient"
 
-    def _add_edge(self, consumer: str, u: str) -> None:
+    def _add_edge(self, consumer: str, u: str) -> Step | None:
+        """Record how dL/d(consumer) flows into ``u``; return the local-derivative step to show, if any."""
         g = self.graph
         expr, sym = g[consumer].expr, g.symbol(u)
         adj = self.adjoint(consumer)
@@ -199,9 +200,10 @@ class Derivation:
                 prime = (type(expr), sym)
         edge = Edge(consumer, u, contribution, local, prime)
         self.edges[u].append(edge)
-        if consumer != self.loss and g[u].kind in ("node",) and local is not None and self._same_shape(edge):
+        if consumer != self.loss and g[u].kind == "node" and local is not None and self._same_shape(edge):
             forms = ((Prime(*prime),) if prime else ()) + (Math(local),)
-            self.steps.append(Step("local", Partial(consumer, u), forms, consumer))
+            return Step("local", Partial(consumer, u), forms, consumer)
+        return None
 
     def _same_shape(self, edge: Edge) -> bool:
         return self.shape_of(self.graph.symbol(edge.wrt)) == self.graph[edge.consumer].shape
@@ -269,7 +271,8 @@ class Derivation:
     def expanded(self, name: str, simplify: bool = True) -> sp.Expr:
         """dL/d(name) written with inputs and parameters only (no node or adjoint symbols).
 
-        The expanded form grows exponentially with depth; it is simplified only while it is small.
+        The expanded form grows exponentially with depth; common factors are pulled out, and SymPy's
+        ``simplify`` is tried only while the result is small.
         """
         g = self.graph
         values: dict[sp.Symbol, sp.Expr] = {}
@@ -280,8 +283,10 @@ class Derivation:
             if q.name in self.active and q.name != self.loss:
                 adjoints[self.adjoint(q.name)] = self.adjoint_value(q.name).xreplace(adjoints)
         result = self.adjoint_value(name).xreplace(adjoints).xreplace(values)
-        if simplify and sp.count_ops(result) <= SIMPLIFY_LIMIT:
-            result = sp.simplify(result)
+        if simplify:
+            result = sp.factor_terms(result)
+            if sp.count_ops(result) <= SIMPLIFY_LIMIT:
+                result = sp.simplify(result)
         return result
 
     def expanded_steps(self) -> list[Step]:

@@ -88,10 +88,12 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
 
     def _print_Symbol(self, expr, style="plain"):
         text = super()._print_Symbol(expr, style)
-        if self.shapes.get(expr.name, ()) == ():
-            return text
         base, sep, rest = text.partition("_")
-        return rf"\mathbf{{{base}}}" + sep + rest
+        if self.shapes.get(expr.name, ()) != ():
+            return rf"\mathbf{{{base}}}" + sep + rest
+        if len(base) > 1 and not base.startswith("\\"):  # a word such as "out", not o*u*t
+            return rf"\mathrm{{{base}}}" + sep + rest
+        return text
 
     def _print_Adjoint(self, expr):
         of = self._print_Symbol(sp.Symbol(expr.of))
