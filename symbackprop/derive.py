@@ -60,9 +60,10 @@ def vjp(expr: sp.Expr, u: sp.Symbol, g: sp.Expr, shape_of: Shapes) -> sp.Expr:
         shape_of.add(d, shape_of(term))
         stand_ins[term] = d
     flat = expr.xreplace(stand_ins)
-    total = _unbroadcast(g * flat.diff(u), shape_of(u), out_shape)
+    back = {d: term for term, d in stand_ins.items()}
+    total = _unbroadcast(g * flat.diff(u).xreplace(back), shape_of(u), out_shape)
     for term, d in stand_ins.items():
-        g_term = _unbroadcast(g * flat.diff(d), shape_of(term), out_shape)
+        g_term = _unbroadcast(g * flat.diff(d).xreplace(back), shape_of(term), out_shape)
         if g_term == 0:
             continue
         for arg, g_arg in zip(term.args, term.vjp(g_term, shape_of)):

@@ -96,6 +96,10 @@ class transpose(TensorOp):
             return a.args[0]
         if a.is_Number:
             return a
+        if isinstance(a, matmul):  # (A B)^T = B^T A^T: keeps outer products in the form delta x^T
+            return matmul(transpose(a.args[1]), transpose(a.args[0]))
+        if isinstance(a, sp.Add):
+            return sp.Add(*[transpose(t) for t in a.args])
         return None
 
     def shape(self, arg_shapes):
