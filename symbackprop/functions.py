@@ -7,7 +7,8 @@ Each class keeps, side by side, everything the tool needs to know about one func
 * ``latex_name``: how the function is written in a derivation (``\\sigma``);
 * ``numpy``: a numerically stable NumPy expression (``{x}`` is the argument), and ``helper``, the source
   of a small function the generated module defines when the expression needs more than one line;
-* ``torch``: the same function in PyTorch, used only to cross-check gradients.
+* ``torch``: the same function in PyTorch, ``torch(torch_module, x)``, used only to cross-check
+  gradients (so this module never imports PyTorch).
 
 Adding an activation is one new class here plus one line in :data:`FUNCTIONS`.
 SymPy's own ``exp``, ``log``, ``tanh``, ``sqrt`` and ``Abs`` are used as they are (their derivatives and
@@ -27,7 +28,10 @@ class Elementwise(sp.Function):
     text_name: str = ""
     numpy: str = ""
     helper: str | None = None
-    torch: str = ""
+
+    @staticmethod
+    def torch(torch, x):  # pragma: no cover - every subclass gives its own
+        raise NotImplementedError
 
     def _latex(self, printer, exp=None):
         arg = self.args[0]
@@ -52,7 +56,7 @@ class sigmoid(Elementwise):
     text_name = "sigmoid"
     numpy = "_sigmoid({x})"
     helper = _SIGMOID_HELPER
-    torch = "torch.sigmoid({x})"
+    torch = staticmethod(lambda torch, x: torch.sigmoid(x))
 
     @classmethod
     def eval(cls, x):
@@ -76,7 +80,7 @@ class softplus(Elementwise):
     latex_name = r"\operatorname{softplus}"
     text_name = "softplus"
     numpy = "np.logaddexp(0.0, {x})"
-    torch = "torch.nn.functional.softplus({x}, beta=1.0, threshold=50.0)"
+    torch = staticmethod(lambda torch, x: torch.logaddexp(torch.zeros_like(x), x))
 
     @classmethod
     def eval(cls, x):
@@ -97,7 +101,7 @@ class step(Elementwise):
     latex_name = r"\operatorname{step}"
     text_name = "step"
     numpy = "np.heaviside({x}, 0.0)"
-    torch = "torch.heaviside({x}, torch.zeros_like({x}))"
+    torch = staticmethod(lambda torch, x: (x > 0).to(x.dtype))
 
     @classmethod
     def eval(cls, x):
@@ -115,7 +119,7 @@ class relu(Elementwise):
     latex_name = r"\operatorname{relu}"
     text_name = "relu"
     numpy = "np.maximum({x}, 0.0)"
-    torch = "torch.relu({x})"
+    torch = staticmethod(lambda torch, x: torch.relu(x))
 
     @classmethod
     def eval(cls, x):
