@@ -276,9 +276,7 @@ class Derivation:
         ``simplify`` is tried only while the result is small.
         """
         g = self.graph
-        values: dict[sp.Symbol, sp.Expr] = {}
-        for q in g.computed:  # node symbols -> definitions in inputs and params
-            values[q.symbol] = q.expr.xreplace(values)
+        values = g.flattened()
         adjoints: dict[sp.Symbol, sp.Expr] = {}
         for q in reversed(g.computed):  # adjoint symbols -> values, from the loss back
             if q.name in self.active and q.name != self.loss:

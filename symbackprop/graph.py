@@ -240,6 +240,13 @@ class Graph:
         used = {s.name for s in expr.free_symbols}
         return [n for n in self.quantities if n in used]
 
+    def flattened(self) -> dict[sp.Symbol, sp.Expr]:
+        """Each node (and the loss) written with inputs and parameters only: the expression that swells."""
+        values: dict[sp.Symbol, sp.Expr] = {}
+        for q in self.computed:
+            values[q.symbol] = q.expr.xreplace(values)
+        return values
+
     def data_dependent(self) -> set[str]:
         """Names whose value changes from sample to sample: inputs and everything computed from them."""
         varying: set[str] = set()

@@ -156,7 +156,7 @@ class mean(Reduction):
 
     def vjp(self, g, shape_of):
         s = shape_of(self.args[0])
-        return [g * ones_of(s) / max(prod(s), 1)]
+        return [g * ones_of(s) / max(prod(s), 1)]  # sum's rule, divided by the number of elements
 
 
 def _vector_only(op: TensorOp, s: Shape) -> None:

@@ -70,10 +70,7 @@ def test_a_weight_used_twice_gets_the_sum_of_both_paths():
 def test_expanded_gradient_equals_sympy_diff_of_the_flat_loss(make):
     g = make()
     d = derive(g)
-    values = {}
-    for q in g.computed:
-        values[q.symbol] = q.expr.xreplace(values)
-    flat = values[g.symbol(g.loss_name)]
+    flat = g.flattened()[g.symbol(g.loss_name)]
     for p in g.params:
         assert sp.expand(d.expanded(p.name) - sp.diff(flat, p.symbol)) == 0, p.name
 
@@ -83,10 +80,7 @@ def test_symbolic_gradient_matches_central_differences(make):
     """Evaluated by SymPy in 50-digit arithmetic, independently of the generated code."""
     g = make()
     d = derive(g)
-    values = {}
-    for q in g.computed:
-        values[q.symbol] = q.expr.xreplace(values)
-    flat = values[g.symbol(g.loss_name)]
+    flat = g.flattened()[g.symbol(g.loss_name)]
     rng = random.Random(7)
     for _ in range(3):
         point = {q.symbol: sp.Float(rng.uniform(-1.5, 1.5), 50) for q in g.params + g.input_list}
@@ -121,10 +115,7 @@ def test_gradient_program_grows_linearly_with_depth():
 
 def test_flat_differentiation_would_explode_where_reverse_mode_does_not():
     g = chain(5)
-    values = {}
-    for q in g.computed:
-        values[q.symbol] = q.expr.xreplace(values)
-    flat = values[g.symbol("L")]
+    flat = g.flattened()[g.symbol("L")]
     flat_ops = sum(sp.count_ops(sp.diff(flat, p.symbol)) for p in g.params)
     reverse_ops = derive(g).program().op_count()
     assert flat_ops > 3 * reverse_ops
