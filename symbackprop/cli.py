@@ -103,23 +103,34 @@ def codegen(model, output, force):
     click.echo(f"wrote {path} ({len(source.splitlines())} lines)", err=True)
 
 
-TRAIN_DEFAULTS = {"lr": 0.1, "epochs": 100, "batch_size": None, "seed": 0, "predict": None, "target": None}
-
-
-def train_settings(table: dict, **given) -> dict:
-    """Command-line options, else the model's [train] table, else the built-in defaults."""
-    unknown = sorted(set(table) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise UserError(f"[train]: unknown key '{unknown[0]}' (allowed: {', '.join(TRAIN_DEFAULTS)})")
-    return {k: given.get(k) if given.get(k) is not None else table.get(k, default)
-            for k, default in TRAIN_DEFAULTS.items()}
-
-
-def describe(value) -> str:
-    a = np.asarray(value)
+def format_value(value) -> str:
+    """A parameter for the summary: the number, a short array, or its shape and norm when large."""
+    a = np.asarray(value, dtype=np.float64)
     if a.ndim == 0:
         return f"{float(a):.6g}"
-    return f"array of shape {a.shape}, norm {np.linalg.norm(a):.4g}"
+    if a.size <= 12:
+        return np.array2string(a, precision=4, suppress_small=True, separator=", ").replace("\n", "")
+    return f"array of shape {list(a.shape)}, norm {np.linalg.norm(a):.4g}"
+
+
+def refuse_to_replace(paths, allowed: bool) -> None:
+    """History, plot and checkpoint files are replaced only with --force, or --resume (the same run's)."""
+    for option, path in paths:
+        if path and Path(path).exists() and not allowed:
+            raise UserError(f"{path} exists; use --force to overwrite it, or --resume to continue the run "
+                            f"that wrote it (from {option})")
+
+
+@contextmanager
+def data_warnings():
+    """Show the data loader's warnings (an ignored column) as one 'Warning: ...' line each."""
+    import warnings
+    from .data import DataWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        yield
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
 
 
 @main.command()
@@ -128,61 +139,63 @@ def describe(value) -> str:
               help="Training data: .csv with a header naming the inputs, or .npz. Default: the model's [data].")
 @click.option("--lr", type=float, help="Learning rate eta in w_new = w_old - eta * dL/dw.  [model, else 0.1]")
 @click.option("--epochs", type=click.IntRange(min=0), help="Passes over the data.  [model, else 100]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per update.  [full batch]")
-@click.option("--seed", type=int, help="Seed for initial values and shuffling.  [0]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per update.  [model, else full batch]")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed for initial values and shuffling.  [model, else 0]")
 @click.option("--history", type=click.Path(dir_okay=False), help="Write the loss per epoch to this CSV file.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
-              help="Save parameters and progress to this .npz after every epoch.")
-@click.option("--resume", is_flag=True, help="Continue from --checkpoint where the last run stopped.")
+              help="Save parameters and progress to this .npz at the start and after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue exactly from --checkpoint where the last run stopped.")
 @click.option("--force", is_flag=True, help="Overwrite existing --history/--plot/--checkpoint files.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="Only the final summary: no header, no progress bar.")
 def train(model, data_path, lr, epochs, batch_size, seed, history, plot, checkpoint, resume, force, quiet):
     """Train MODEL by gradient descent, w_new = w_old - eta * dL/dw.
 
-    The gradient is the symbolic one, compiled to NumPy. Without --data the model's own [data] table is
-    used (examples/neuron.toml has a synthetic set, so it trains with no file).
+    The gradient is the symbolic one, compiled to NumPy once. Without --data the model's own [data]
+    table is used (examples/neuron.toml has a synthetic set, so it trains with no file). Settings come
+    from the options, then the model's [train] table, then the defaults shown.
     """
     from .compile import compile_gradient
     from .data import model_data
-    from .train import accuracy, plot_history, train as run, write_history
+    from .train import train as run, train_settings
     with user_errors():
-        m = load(model)
-        s = train_settings(m.train, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-        for path in (history, plot):
-            if path and Path(path).exists() and not force:
-                raise UserError(f"{path} exists; use --force to overwrite it")
-        if checkpoint and Path(checkpoint).exists() and not (force or resume):
-            raise UserError(f"{checkpoint} exists; use --resume to continue from it or --force to start over")
         if resume and not checkpoint:
             raise UserError("--resume needs --checkpoint FILE")
-        data = model_data(m.graph, m.data, data_path)
-        compiled = compile_gradient(m.graph, source=model)
+        refuse_to_replace([("--history", history), ("--plot", plot), ("--checkpoint", checkpoint)], force or resume)
+        m = load(model)
         g = m.graph
-        click.echo(f"training '{g.name}': {len(g.params)} parameters, {data.size} samples, "
-                   f"lr {s['lr']}, {s['epochs']} epochs, batch {s['batch_size'] or 'full'}", err=True)
-        with click.progressbar(length=s["epochs"], label="training", show_pos=True, file=None,
-                               item_show_func=lambda loss: loss and f"loss {loss}") as bar:
-            def on_epoch(epoch, loss):
+        s = train_settings(m.train, g, model, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
+        with data_warnings():
+            data = model_data(g, m.data, data_path, source=model)
+        compiled = compile_gradient(g, source=model)
+        if not quiet:
+            held = f", {len(next(iter(data.test.values())))} held out" if data.test else ""
+            click.echo(f"training '{g.name}' on {data.size} samples ({data.description}{held})", err=True)
+            click.echo(f"  {len(g.params)} parameters, lr {s['lr']:g}, {s['epochs']} epochs, "
+                       f"batch {s['batch_size'] or 'full'}, seed {s['seed']}", err=True)
+        with click.progressbar(length=s["epochs"], label="epochs", show_pos=True, file=click.get_text_stream("stderr"),
+                               item_show_func=lambda text: text) as bar:
+            def on_epoch(row):
                 if not quiet:
-                    bar.update(1, f"{loss:.6g}")
-            result = run(g, data.train, lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"], seed=s["seed"],
-                         checkpoint=checkpoint, resume=resume, on_epoch=on_epoch, compiled=compiled)
-        if result.history:
-            first, last = result.history[0][1], result.history[-1][1]
-            click.echo(f"loss {first:.6g} (epoch 1) -> {last:.6g} (epoch {result.history[-1][0]})")
+                    bar.update(1, f"loss {row['loss']:.6g}")
+            if resume and not quiet:
+                click.echo(f"resuming from {checkpoint}", err=True)
+            result = run(g, data, lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"], seed=s["seed"],
+                         on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, history_csv=history, plot=plot,
+                         predict=s["predict"], target=s["target"], compiled=compiled)
+        first, last = result.initial, result.last
+        click.echo(f"loss {first['loss']:.6g} (epoch 0) -> {last['loss']:.6g} (epoch {last['epoch']})")
         for name, value in result.params.items():
-            click.echo(f"  {name} = {describe(value)}")
-        if s["predict"] and s["target"]:
-            acc = accuracy(compiled, result.params, data.train, s["predict"], s["target"])
-            click.echo(f"training accuracy {acc:.2%}")
-            if data.test:
-                held = accuracy(compiled, result.params, data.test, s["predict"], s["target"])
-                click.echo(f"held-out accuracy {held:.2%} ({len(next(iter(data.test.values())))} samples)")
-        if history:
-            write_history(history, result.history)
-        if plot:
-            plot_history(plot, result.history, g.name)
+            click.echo(f"  {name} = {format_value(value)}")
+        if "accuracy" in last:
+            click.echo(f"training accuracy {last['accuracy']:.2%}")
+        if "test_accuracy" in last:
+            click.echo(f"held-out accuracy {last['test_accuracy']:.2%}, held-out loss {last['test_loss']:.6g}")
+        elif "test_loss" in last:
+            click.echo(f"held-out loss {last['test_loss']:.6g}")
+        for label, path in (("history", history), ("plot", plot), ("checkpoint", checkpoint)):
+            if path:
+                click.echo(f"wrote {label} {path}", err=True)
 
 
 def load_module_gradient(path: str):
