@@ -6,7 +6,7 @@ never as a traceback.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -173,13 +173,15 @@ def train(model, data_path, lr, epochs, batch_size, seed, history, plot, checkpo
             click.echo(f"training '{g.name}' on {data.size} samples ({data.description}{held})", err=True)
             click.echo(f"  {len(g.params)} parameters, lr {s['lr']:g}, {s['epochs']} epochs, "
                        f"batch {s['batch_size'] or 'full'}, seed {s['seed']}", err=True)
-        with click.progressbar(length=s["epochs"], label="epochs", show_pos=True, file=click.get_text_stream("stderr"),
-                               item_show_func=lambda text: text) as bar:
+        if resume and not quiet:
+            click.echo(f"resuming from {checkpoint}", err=True)
+        bar = nullcontext() if quiet else click.progressbar(
+            length=s["epochs"], label="epochs", show_pos=True, file=click.get_text_stream("stderr"),
+            item_show_func=lambda text: text)
+        with bar:
             def on_epoch(row):
                 if not quiet:
                     bar.update(1, f"loss {row['loss']:.6g}")
-            if resume and not quiet:
-                click.echo(f"resuming from {checkpoint}", err=True)
             result = run(g, data, lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"], seed=s["seed"],
                          on_epoch=on_epoch, checkpoint=checkpoint, resume=resume, history_csv=history, plot=plot,
                          predict=s["predict"], target=s["target"], compiled=compiled)
@@ -194,7 +196,7 @@ def train(model, data_path, lr, epochs, batch_size, seed, history, plot, checkpo
         elif "test_loss" in last:
             click.echo(f"held-out loss {last['test_loss']:.6g}")
         for label, path in (("history", history), ("plot", plot), ("checkpoint", checkpoint)):
-            if path:
+            if path and not quiet:
                 click.echo(f"wrote {label} {path}", err=True)
 
 

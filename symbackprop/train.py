@@ -137,7 +137,7 @@ def evaluate(compiled: CompiledGradient, params: dict, data: dict, loss_name: st
 # ---- finding where a value went non-finite ------------------------------------------------------------------
 _DESCRIPTIONS = {"log": "log of a non-positive value", "exp": "exp overflowed",
                  "sqrt": "sqrt of a negative value", "division": "division by zero",
-                 "power": "a power overflowed or took a negative base"}
+                 "power": "a power overflowed or took a negative base", "overflow": "a power overflowed"}
 
 
 def _operation(e: sp.Expr) -> str:
@@ -149,6 +149,8 @@ def _operation(e: sp.Expr) -> str:
         return "sqrt"
     if e.is_Pow and e.exp.is_number and e.exp.is_negative:
         return "division"
+    if e.is_Pow and e.exp.is_integer:
+        return "overflow"
     if e.is_Pow:
         return "power"
     return type(e).__name__
@@ -374,7 +376,8 @@ def train(graph: Graph, data: dict[str, np.ndarray] | Dataset, lr: float = 0.1, 
         if not np.isfinite(row["loss"]):
             kept = f"; the last good checkpoint (epoch {epoch - 1}) is {path}" if path is not None else ""
             raise TrainingDiverged(f"training diverged after epoch {epoch}: "
-                                   f"{explain_non_finite(compiled, current, data, np.arange(n))}{kept}")
+                                   f"{explain_non_finite(compiled, current, data, np.arange(n))}{kept} "
+                                   "(try a smaller learning rate)")
         history.append(row)
         save_files(epoch)
         if on_epoch is not None:
