@@ -56,6 +56,16 @@ def _as_matrix(s: Shape, expr) -> tuple[int, int]:
     raise ShapeError(f"matrix product needs vectors or matrices, but {_text(expr)} is a scalar (use * to scale)")
 
 
+def transpose_of(a: sp.Expr, shape_of: ShapeOf) -> sp.Expr:
+    """``a^T`` with scalar factors kept outside: (g x^T)^T = g x for a scalar g."""
+    if isinstance(a, sp.Mul):
+        scalars = [f for f in a.args if shape_of(f) == ()]
+        if scalars:
+            rest = [f for f in a.args if shape_of(f) != ()]
+            return sp.Mul(*scalars) * transpose(sp.Mul(*rest))
+    return transpose(a)
+
+
 def mm(a: sp.Expr, b: sp.Expr, shape_of: ShapeOf) -> sp.Expr:
     """Matrix product that degrades to a plain product when either side is a scalar."""
     if shape_of(a) == () or shape_of(b) == ():
@@ -113,7 +123,7 @@ class transpose(TensorOp):
         return (s[1], s[0])
 
     def vjp(self, g, shape_of):
-        return [transpose(g)]
+        return [transpose_of(g, shape_of)]
 
 
 
