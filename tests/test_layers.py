@@ -474,10 +474,9 @@ def test_latex_shapes_show_real_spaces_of_matrices_vectors_and_scalars():
     assert r"\frac{\partial L}{\partial z} = - y + \sigma(z) \quad \in \mathbb{R}" + "\n" in logistic
 
 
-# ---- known issues ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="transpose does not distribute over scalar * row vector: "
-                                       "dL/dw is printed (dL/dz x^T)^T (docs/layers.md, Known issues)")
 def test_the_gradient_of_a_dot_product_weight_is_written_as_the_error_times_the_input():
     d = derive(example("breast_cancer"))
     g = d.graph
     assert d.gradients["w"] == Adjoint("L", "z") * g.symbol("x")
+    assert latex_lines(d)[("param", "w")] == (r"\frac{\partial L}{\partial \mathbf{w}} = "
+                                              r"\frac{\partial L}{\partial z} \mathbf{x}")
