@@ -287,7 +287,7 @@ class ExpressionReader:
         if base.is_zero and exponent.is_negative:
             self.fail("division by zero (0 to a negative power)")
         if base.is_negative and not exponent.is_Integer:
-            self.fail(f"({base})**({exponent}) is not a real number")
+            self.fail(f"({_short(base)})**({_short(exponent)}) is not a real number")
         if abs(base) == 1 or base.is_zero:
             return
         digits = abs(float(exponent)) * abs(_log10_abs(base))  # both bounded by check_number: no overflow
@@ -499,7 +499,7 @@ def _shape(spec: dict, where: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or len(shape) > 2 or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
         raise ModelError(where, f"shape must be [], [n] or [m, n] with positive whole numbers, "
-                                f"got {_show(shape, 40)}")
+                                f"got {_show(repr(shape), 40)}")
     if math.prod(shape) > MAX_ELEMENTS:
         raise ModelError(where, f"shape {shape} has {math.prod(shape)} elements (limit {MAX_ELEMENTS})")
     return tuple(shape)
@@ -576,6 +576,8 @@ def _define(graph: Graph, source: str, nodes: dict, loss: dict) -> None:
 def parse_model(text: str, source: str = "<model>") -> Model:
     """Parse model-file text into a :class:`Model`; ``source`` names the file in error messages."""
     doc = _read_toml(text, source)
+    if not doc:
+        raise ModelError(f"{source}: file", "is empty (a model needs at least [params] and [loss])")
     unknown = [k for k in doc if k not in TOP_LEVEL]
     if unknown:
         raise ModelError(f"{source}: {_show(unknown[0])}",
@@ -596,12 +598,14 @@ def _read_text(path: Path, source: str) -> str:
     """The file's text: at most MAX_FILE_BYTES read (never trusting the size a special file reports)."""
     where = f"{source}: file"
     try:
-        if not path.is_file():
-            raise ModelError(where, "no such file" if not path.exists() else "not a regular file")
+        regular, exists = path.is_file(), path.exists()
+    except ValueError:  # an embedded NUL character
+        raise ModelError(where, "not a usable file name") from None
+    if not regular:
+        raise ModelError(where, "not a regular file" if exists else "no such file")
+    try:
         with path.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
-    except ValueError:
-        raise ModelError(where, "not a usable file name") from None
     except OSError as e:
         raise ModelError(where, f"cannot be read ({_show(e.strerror or type(e).__name__, 60)})") from None
     if len(raw) > MAX_FILE_BYTES:
