@@ -38,6 +38,11 @@ class TensorOp(sp.Function):
 
     is_real = True
 
+    @property
+    def is_number(self) -> bool:
+        """Never a number, even with only numbers as arguments: ``ones(2, 3)`` is a matrix."""
+        return False
+
     def shape(self, arg_shapes: list[Shape]) -> Shape:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -234,13 +239,13 @@ def infer_shape(expr: sp.Expr, shapes: Mapping[sp.Symbol, Shape], memo: dict | N
             result = shapes[expr]
         except KeyError:
             raise ShapeError(f"no shape is known for '{expr}'") from None
+    elif isinstance(expr, TensorOp):
+        result = expr.shape([infer_shape(a, shapes, memo) for a in expr.args])
     elif expr.is_number:
         result = ()
     else:
         arg_shapes = [infer_shape(a, shapes, memo) for a in expr.args]
-        if isinstance(expr, TensorOp):
-            result = expr.shape(arg_shapes)
-        elif isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
+        if isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
             distinct = {s for s in arg_shapes if s != ()}
             if len(distinct) > 1:
                 a, b = sorted(distinct)[:2]

@@ -319,14 +319,6 @@ def sig(z):
     return 1 / (1 + np.exp(-z))
 
 
-XFAIL_ONES = pytest.mark.xfail(strict=True, reason=(
-    "tensor.infer_shape takes ones(n) for a scalar (ones(2).is_number is True and is checked before "
-    "TensorOp), so a bare ones adjoint (sum of a matrix product) is multiplied instead of matrix-multiplied: "
-    "wrong gradients, wrong shapes or a ShapeError (docs/layers.md, Known issues)"))
-XFAIL_PRECEDENCE = pytest.mark.xfail(strict=True, reason=(
-    "codeprint batch_sum prints x.T @ a*b without parentheses, which Python reads as (x.T @ a)*b: "
-    "a wrong dL/dW for sigma(W.T @ x) (docs/layers.md, Known issues)"))
-
 # name: (declare the graph and return the loss expression, the same mean loss in NumPy over a batch)
 TENSOR_CASES = {
     "tanh of a matrix product with a matrix input": (
@@ -352,22 +344,22 @@ TENSOR_CASES = {
                                                                                    keepdims=True))), 1))),
     "sum of a matrix product with a matrix input": pytest.param(
         lambda g: sum_(g.param("W", (2, 3)) @ g.input("X", (3, 2))),
-        lambda p, d: np.mean(np.sum(p["W"] @ d["X"], axis=(1, 2))), marks=XFAIL_ONES),
+        lambda p, d: np.mean(np.sum(p["W"] @ d["X"], axis=(1, 2)))),
     "sum of W.T @ W": pytest.param(
         lambda g: sum_(g.param("W", (3, 2)).T @ g.symbol("W")),
-        lambda p, d: np.sum(p["W"].T @ p["W"]), marks=XFAIL_ONES),
+        lambda p, d: np.sum(p["W"].T @ p["W"])),
     "sum of W @ x": pytest.param(
         lambda g: sum_(g.param("W", (2, 3)) @ g.input("x", (3,))),
-        lambda p, d: np.mean(np.sum(d["x"] @ p["W"].T, 1)), marks=XFAIL_ONES),
+        lambda p, d: np.mean(np.sum(d["x"] @ p["W"].T, 1))),
     "sum of a node z = W @ x": pytest.param(
         lambda g: sum_(g.node("z", g.param("W", (2, 3)) @ g.input("x", (3,)))),
-        lambda p, d: np.mean(np.sum(d["x"] @ p["W"].T, 1)), marks=XFAIL_ONES),
+        lambda p, d: np.mean(np.sum(d["x"] @ p["W"].T, 1))),
     "sum of (W.T @ W) @ x": pytest.param(
         lambda g: sum_((g.param("W", (3, 2)).T @ g.symbol("W")) @ g.input("x", (2,))),
-        lambda p, d: np.mean(np.sum(d["x"] @ (p["W"].T @ p["W"]).T, 1)), marks=XFAIL_ONES),
+        lambda p, d: np.mean(np.sum(d["x"] @ (p["W"].T @ p["W"]).T, 1))),
     "sigmoid of W.T @ x, batch as large as the output": pytest.param(
         lambda g: sum_(sigmoid(g.param("W", (3, 3)).T @ g.input("x", (3,)))),
-        lambda p, d: np.mean(np.sum(sig(d["x"] @ p["W"]), 1)), marks=XFAIL_PRECEDENCE),
+        lambda p, d: np.mean(np.sum(sig(d["x"] @ p["W"]), 1))),
 }
 
 
