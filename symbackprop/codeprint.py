@@ -237,7 +237,8 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         if isinstance(factors, matmul) and isinstance(factors.args[1], transpose):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
-                return f"{scale}({self.parenthesize(a, PRECEDENCE['Atom'], strict=True)}.T @ {self._print(x)})"
+                return (f"{scale}({self.parenthesize(a, PRECEDENCE['Atom'], strict=True)}.T @ "
+                        f"{self.parenthesize(x, PRECEDENCE['Mul'])})")
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(
                 self.batched(f) and self.shape(f) == () for f in factors.args):
             f1, f2 = factors.args
