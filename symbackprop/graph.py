@@ -68,7 +68,7 @@ def check_name(name: Any, where: str) -> str:
     if not isinstance(name, str):
         raise ModelError(where, f"a name must be text, got {type(name).__name__}")
     if not NAME_PATTERN.match(name) or len(name) > MAX_NAME_LENGTH or "__" in name:
-        raise ModelError(where, f"'{name[:40]}' is not a valid name (use letters, digits and single "
+        raise ModelError(where, f"{name[:40]!r} is not a valid name (use letters, digits and single "
                                 f"underscores, starting with a letter, at most {MAX_NAME_LENGTH} characters)")
     if name in RESERVED:
         raise ModelError(where, f"'{name}' is reserved (a function, keyword or name used by generated code)")
@@ -93,7 +93,8 @@ def _check_shape(shape: Any, where: str) -> Shape:
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or len(shape) > 2 or not all(
             isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000 for n in shape):
-        raise ModelError(where, f"shape must be [], [n] or [m, n] with positive sizes, got {shape!r}")
+        raise ModelError(where, f"shape must be [], [n] or [m, n] with sizes from 1 to 1000000, "
+                                f"got {repr(shape)[:40]}")
     return tuple(shape)
 
 
