@@ -82,7 +82,7 @@ def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> 
         return sp.Mul(*rest) if any(shape_of(f) != () for f in rest) else sp.Mul(*rest, *kept)
 
     def sum_of_broadcast(e):
-        if not isinstance(e, sum_):
+        if type(e) is not sum_:  # not mean, which subclasses it
             return False
         arg = e.args[0]
         return isinstance(arg, ones) or (isinstance(arg, sp.Mul) and all(

@@ -139,8 +139,6 @@ class Reduction(TensorOp):
     nargs = 1
 
 
-
-
 class sum_(Reduction):
     """Sum of all elements."""
 
@@ -157,21 +155,14 @@ class sum_(Reduction):
         return [g * ones_of(shape_of(self.args[0]))]
 
 
-class mean(Reduction):
-    """Mean of all elements."""
+class mean(sum_):
+    """Mean of all elements: the sum's rules, divided by the number of elements."""
 
     latex_name = r"\operatorname{mean}"
 
-    @classmethod
-    def eval(cls, a):
-        return a if a.is_Number else None
-
-    def shape(self, arg_shapes):
-        return ()
-
     def vjp(self, g, shape_of):
-        s = shape_of(self.args[0])
-        return [g * ones_of(s) / max(prod(s), 1)]  # sum's rule, divided by the number of elements
+        (g_arg,) = super().vjp(g, shape_of)
+        return [g_arg / max(prod(shape_of(self.args[0])), 1)]
 
 
 def _vector_only(op: TensorOp, s: Shape) -> None:
