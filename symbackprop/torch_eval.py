@@ -1,42 +1,69 @@
-"""The loss of a graph evaluated by PyTorch, independently of symbackprop's derivation and printer.
+"""The loss of a graph evaluated by PyTorch, independently of symbackprop's derivation and code printer.
 
-Used only to cross-check gradients: PyTorch's autograd differentiates this evaluation, so it agrees
-with the symbolic gradient only if the derivation and the generated code are right. It walks each
-node's SymPy expression one sample at a time (clear rather than fast), one ``_eval_<Type>`` per node type.
+Used only to cross-check gradients: PyTorch's autograd differentiates this forward evaluation, so its
+gradients agree with the symbolic ones only if the derivation *and* the generated NumPy code are right.
+Nothing here uses :mod:`symbackprop.derive`, the printers or the tensor operations' ``vjp`` rules: it
+walks each node's SymPy expression (the forward pass only), one ``_eval_<Type>`` per node type.
+
+Batched semantics, in one uniform layout: every value is a 3-D tensor ``(B, rows, cols)``, where ``B``
+is the batch axis (1 for parameters and constants, which broadcast), a scalar is ``(B, 1, 1)``, a
+column vector of shape ``(n,)`` is ``(B, n, 1)``, a row vector ``(1, n)`` is ``(B, 1, n)`` and a matrix
+``(m, n)`` is ``(B, m, n)``. Then
+
+* elementwise operations broadcast exactly as the model means them: equal shapes, or a per-sample
+  scalar ``(B, 1, 1)`` against a tensor;
+* ``matmul`` is ``@`` (batched), ``transpose`` swaps the last two axes;
+* ``sum``/``mean`` reduce the last two axes (keeping them, so the result is again a scalar);
+* ``softmax``/``logsumexp`` of a (column) vector work along axis -2.
+
+The loss is ``(B, 1, 1)``; its mean over the batch is what ``.backward()`` differentiates.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import sympy as sp
 
-from .functions import Elementwise
 from .graph import Graph
-from .tensor import Shape, infer_shape
+
+Shape = tuple[int, ...]
+
+
+def matrix_shape(shape: Shape) -> tuple[int, int]:
+    """The (rows, cols) a quantity of ``shape`` takes in the uniform layout."""
+    if len(shape) == 0:
+        return (1, 1)
+    if len(shape) == 1:
+        return (shape[0], 1)
+    return (shape[0], shape[1])
 
 
 class TorchEvaluator:
-    """Per-sample evaluation of node expressions with torch tensors."""
+    """Forward evaluation of a graph's node expressions with batched torch tensors."""
 
-    def __init__(self, torch, graph: Graph):
+    def __init__(self, torch: Any, graph: Graph):
         self.torch = torch
         self.graph = graph
-        self.shapes = graph.shapes
-        self.memo: dict = {}
+        self.functions = {sp.tanh: torch.tanh, sp.exp: torch.exp, sp.log: torch.log, sp.Abs: torch.abs,
+                          sp.sign: torch.sign}
 
-    def shape(self, expr) -> Shape:
-        return infer_shape(expr, self.shapes, self.memo)
-
-    def eval(self, expr, env):
+    def eval(self, expr: sp.Expr, env: dict):
         for cls in type(expr).__mro__:
             method = getattr(self, f"_eval_{cls.__name__}", None)
             if method is not None:
                 return method(expr, env)
-        raise TypeError(f"no PyTorch form for {type(expr).__name__}")
+        raise TypeError(f"no PyTorch form for {type(expr).__name__} (in {expr})")
 
+    def constant(self, value: float):
+        return self.torch.tensor(value, dtype=self.torch.float64)
+
+    # ---- elementwise ----------------------------------------------------------------------------
     def _eval_Symbol(self, expr, env):
         return env[expr.name]
 
     def _eval_Number(self, expr, env):
-        return self.torch.tensor(float(expr), dtype=self.torch.float64)
+        return self.constant(float(expr))
 
     def _eval_Add(self, expr, env):
         out = self.eval(expr.args[0], env)
@@ -50,61 +77,74 @@ class TorchEvaluator:
             out = out * self.eval(a, env)
         return out
 
-    def _eval_Pow(self, expr, env):
-        return self.eval(expr.base, env) ** self.eval(expr.exp, env)
+    def _eval_Pow(self, expr, env):  # also sqrt(x) = x**(1/2) and 1/x = x**-1
+        base = self.eval(expr.base, env)
+        exponent = float(expr.exp) if expr.exp.is_Number else self.eval(expr.exp, env)
+        return base ** exponent
 
-    def _eval_Elementwise(self, expr, env):
+    def _eval_Elementwise(self, expr, env):  # sigmoid, softplus, relu, step: each class's own torch form
         return type(expr).torch(self.torch, self.eval(expr.args[0], env))
 
-    def _eval_Function(self, expr, env):
-        t = self.torch
-        funcs = {sp.tanh: t.tanh, sp.exp: t.exp, sp.log: t.log, sp.Abs: t.abs, sp.sign: t.sign}
-        return funcs[type(expr)](self.eval(expr.args[0], env))
+    def _eval_Function(self, expr, env):  # SymPy's tanh, exp, log, Abs, sign
+        function = self.functions.get(type(expr))
+        if function is None:
+            raise TypeError(f"no PyTorch form for the function {type(expr).__name__}")
+        return function(self.eval(expr.args[0], env))
 
+    # ---- tensor operations ----------------------------------------------------------------------
     def _eval_matmul(self, expr, env):
         a, b = (self.eval(x, env) for x in expr.args)
-        a = a.unsqueeze(-1) if a.ndim == 1 else a
-        b = b.unsqueeze(-1) if b.ndim == 1 else b
-        return (a @ b).reshape(self.shape(expr))
+        return a @ b
 
     def _eval_transpose(self, expr, env):
-        x = self.eval(expr.args[0], env)
-        out = self.shape(expr)
-        return x.T if x.ndim == 2 and len(out) == 2 else x.reshape(out)  # vector <-> row vector
+        return self.eval(expr.args[0], env).transpose(-1, -2)
 
     def _eval_sum_(self, expr, env):
-        return self.eval(expr.args[0], env).sum()
+        return self.eval(expr.args[0], env).sum(dim=(-2, -1), keepdim=True)
 
     def _eval_mean(self, expr, env):
-        return self.eval(expr.args[0], env).mean()
+        return self.eval(expr.args[0], env).mean(dim=(-2, -1), keepdim=True)
 
     def _eval_softmax(self, expr, env):
-        return self.torch.softmax(self.eval(expr.args[0], env), dim=-1)
+        return self.torch.softmax(self.eval(expr.args[0], env), dim=-2)
 
     def _eval_logsumexp(self, expr, env):
-        return self.torch.logsumexp(self.eval(expr.args[0], env), dim=-1)
+        return self.torch.logsumexp(self.eval(expr.args[0], env), dim=-2, keepdim=True)
 
     def _eval_ones(self, expr, env):
-        return self.torch.ones(self.shape(expr), dtype=self.torch.float64)
+        shape = matrix_shape(tuple(int(n) for n in expr.args))
+        return self.torch.ones((1, *shape), dtype=self.torch.float64)
+
+    # ---- the graph ------------------------------------------------------------------------------
+    def values(self, params: dict, data: dict) -> dict:
+        """Every quantity in the uniform layout: parameters and inputs, then nodes in forward order."""
+        env = {}
+        for q in self.graph.params:
+            env[q.name] = params[q.name].reshape((1, *matrix_shape(q.shape)))
+        for q in self.graph.input_list:
+            env[q.name] = data[q.name].reshape((-1, *matrix_shape(q.shape)))
+        for q in self.graph.computed:
+            env[q.name] = self.eval(q.expr, env)
+        return env
 
     def loss(self, params: dict, data: dict):
-        """Mean over the batch of the per-sample loss."""
-        n = len(next(iter(data.values()))) if data else 1
-        total = 0
-        for i in range(n):
-            env = dict(params)
-            env.update({k: v[i] for k, v in data.items()})
-            for q in self.graph.computed:
-                env[q.name] = self.eval(q.expr, env)
-            total = total + env[self.graph.loss_name]
-        return total / n
+        """The mean over the batch of the per-sample loss, a 0-d tensor."""
+        return self.values(params, data)[self.graph.loss_name].reshape(-1).mean()
 
 
-def torch_gradients(graph: Graph, params: dict, data: dict) -> tuple[float, dict]:
-    """Loss and gradients by PyTorch autograd (float64); raises ImportError without torch."""
+def torch_loss_and_grad(graph: Graph, params: dict, data: dict) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean loss and its gradient by PyTorch autograd (float64), in the generated module's contract.
+
+    Raises ImportError when torch is not installed.
+    """
     import torch
-    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
-    td = {k: torch.tensor(v, dtype=torch.float64) for k, v in data.items()}
-    loss = TorchEvaluator(torch, graph).loss(tp, td)
+    leaves = {q.name: torch.tensor(np.asarray(params[q.name], dtype=np.float64), requires_grad=True)
+              for q in graph.params}
+    inputs = {q.name: torch.tensor(np.asarray(data[q.name], dtype=np.float64)) for q in graph.input_list}
+    loss = TorchEvaluator(torch, graph).loss(leaves, inputs)
     loss.backward()
-    return loss.item(), {k: (t.grad.numpy() if t.grad is not None else 0 * t.detach().numpy()) for k, t in tp.items()}
+    grads = {}
+    for q in graph.params:
+        g = leaves[q.name].grad
+        grads[q.name] = np.zeros(q.shape) if g is None else g.numpy().reshape(q.shape)
+    return loss.item(), grads

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES, ROOT
-from symbackprop.cli import main
+from helpers import generated_module
 from symbackprop.compile import compile_gradient
 from symbackprop.modelfile import load_model
 from symbackprop.verify import check_point
 
 RUNNER = """
 import sys, json
-sys.modules["sympy"] = None  # any attempt to import SymPy now fails
+sys.modules["sympy"] = None  # any attempt to import SymPy (or symbackprop) now fails
+sys.modules["symbackprop"] = None
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import grad
@@ -27,33 +28,41 @@ print(json.dumps({"loss": loss, "grads": {k: np.asarray(v).tolist() for k, v in 
 """
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_generated_module_runs_without_sympy_and_matches_the_compiled_callable(tmp_path, example):
-    from click.testing import CliRunner
-    assert CliRunner().invoke(main, ["codegen", str(example), "-o", str(tmp_path / "grad.py")]).exit_code == 0
+@pytest.fixture(params=EXAMPLES, ids=lambda p: p.stem)
+def written(request, tmp_path):
+    """An example and the module ``symbackprop codegen`` wrote for it."""
+    return request.param, generated_module(request.param, tmp_path)
+
+
+def test_generated_module_runs_without_sympy_and_matches_the_compiled_callable(tmp_path, written):
+    example, module = written
     model = load_model(example)
     params, data = check_point(model.graph, model.data, samples=8)
     np.savez(tmp_path / "point.npz", **{f"param/{k}": v for k, v in params.items()},
              **{f"data/{k}": v for k, v in data.items()})
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path), str(tmp_path / "point.npz")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(module.parent), str(tmp_path / "point.npz")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     loss, grads = compile_gradient(model.graph).loss_and_grad(params, data)
-    assert result["loss"] == loss
+    assert result["loss"] == loss  # the same source, so the same floats
+    assert set(result["grads"]) == {q.name for q in model.graph.params}
     for k, g in grads.items():
         assert np.array_equal(np.asarray(result["grads"][k]), np.asarray(g)), k
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_generated_module_imports_only_numpy(example):
-    source = compile_gradient(load_model(example).graph).source
+def test_generated_module_imports_only_numpy_and_the_standard_library(written):
+    _, module = written
     imported = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(module.read_text())):
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
             imported.add(node.module.split(".")[0])
-    assert imported == {"numpy"}
+    assert "numpy" in imported
+    assert imported - {"numpy"} <= set(sys.stdlib_module_names), imported
+    assert "__import__" not in module.read_text() and "importlib" not in imported
 
 
 def test_seed_gradient_equals_the_hand_written_formula():

@@ -1,0 +1,31 @@
+"""Test utilities shared by the verification tests: generated modules on disk and edits to them."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from symbackprop.cli import main
+
+
+def generated_module(model: Path | str, directory: Path, name: str = "grad.py") -> Path:
+    """Write MODEL's gradient module with ``symbackprop codegen`` into ``directory``; return its path."""
+    path = Path(directory) / name
+    result = CliRunner().invoke(main, ["codegen", str(model), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def scale_gradient_line(path: Path, param: str, factor: str = "1.01") -> str:
+    """Edit the module at ``path`` so that the line computing dL/d``param`` is multiplied by ``factor``.
+
+    Returns the edited line. The line is found by its assignment, ``    dL_d<param> = ...``.
+    """
+    source = path.read_text()
+    pattern = re.compile(rf"^(    dL_d{re.escape(param)} = )(.*)$", re.MULTILINE)
+    match = pattern.search(source)
+    assert match is not None, f"no gradient line for {param} in {path}"
+    edited = f"{match.group(1)}{factor}*({match.group(2)})"
+    path.write_text(source[:match.start()] + edited + source[match.end():])
+    return edited
