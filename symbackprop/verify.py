@@ -147,14 +147,14 @@ def check_data(graph: Graph, data_table: dict | None = None, samples: int = SAMP
                path: str | None = None, source: str | None = None) -> tuple[dict[str, np.ndarray], str]:
     """Up to ``samples`` rows of the model's data (``path``, else its ``[data]`` table), and where they came
     from; random inputs (:func:`random_inputs`) when the model names no data."""
-    from .data import DataError, model_data
+    from .data import model_data
     rng = np.random.default_rng(seed)
-    try:
-        dataset = model_data(graph, data_table, path, source)
-    except DataError:
-        if path is not None:
-            raise
+    table = data_table or {}
+    names_data = (path is not None or not isinstance(table, dict)
+                  or any(k in table for k in ("file", "synthetic", "sklearn")))
+    if graph.input_list and not names_data:
         return random_inputs(graph, samples, rng), f"{samples} samples of random N(0, 1) inputs (the model names no data)"
+    dataset = model_data(graph, data_table, path, source)
     full, n = dataset.train, dataset.size
     if not full:
         return {}, "no inputs"

@@ -4,9 +4,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from symbackprop.cli import main
+from symbackprop.modelfile import Model, load_model
+
+
+def load_example(path: Path | str) -> Model:
+    """An example model; skips the test when its data set needs scikit-learn and that is not installed."""
+    model = load_model(path)
+    if isinstance(model.data, dict) and "sklearn" in model.data:
+        pytest.importorskip("sklearn")
+    return model
 
 
 def generated_module(model: Path | str, directory: Path, name: str = "grad.py") -> Path:

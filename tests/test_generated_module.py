@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES, ROOT
-from helpers import generated_module
+from helpers import generated_module, load_example
 from symbackprop.compile import compile_gradient
 from symbackprop.modelfile import load_model
 from symbackprop.verify import check_point
@@ -36,7 +36,7 @@ def written(request, tmp_path):
 
 def test_generated_module_runs_without_sympy_and_matches_the_compiled_callable(tmp_path, written):
     example, module = written
-    model = load_model(example)
+    model = load_example(example)
     params, data = check_point(model.graph, model.data, samples=8)
     np.savez(tmp_path / "point.npz", **{f"param/{k}": v for k, v in params.items()},
              **{f"data/{k}": v for k, v in data.items()})
