@@ -94,6 +94,8 @@ def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> 
         size = prod(int(n) for f in factors if isinstance(f, ones) for n in f.args)
         return size * sp.Mul(*[f for f in factors if not isinstance(f, ones)])
 
+    # sign and step are flat away from 0: their derivative is taken as 0 (DiracDelta has no value to compute)
+    expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     expr = expr.replace(is_ones_product, drop_ones)
     expr = expr.replace(sum_of_broadcast, count)
     return expr.xreplace(unit_sums) if unit_sums else expr

@@ -160,5 +160,6 @@ CONVENTIONS = {
     sp.Abs: (r"\frac{d}{dx}\left|x\right| = \operatorname{sign}(x),\ \operatorname{sign}(0) = 0",
              "d|x|/dx = sign(x), sign(0) = 0 (a subgradient)"),
     relu: (r"\operatorname{relu}'(0) = 0", "relu'(0) = 0 (a subgradient)"),
-    step: (r"\operatorname{step}(0) = 0", "step(0) = 0"),
+    step: (r"\operatorname{step}(0) = 0,\ \operatorname{step}'(x) = 0", "step(0) = 0, step'(x) = 0"),
+    sp.sign: (r"\operatorname{sign}'(x) = 0", "sign'(x) = 0 (also at 0)"),
 }

@@ -246,9 +246,6 @@ def test_verify_passes_on_a_graph_using_every_operation():
     assert {c.check for c in report.checks} >= {"finite differences", "training (3 steps)"}
 
 
-@pytest.mark.xfail(strict=True, raises=NameError,
-                   reason="derive differentiates sign(r) to 2*DiracDelta(r), which the printer writes as an "
-                          "undefined name DiracDelta (its derivative is 0 away from r = 0)")
 def test_verify_handles_sign_of_a_node():
     assert verify_gradients(_every_operation_model(), steps=3, lr=0.01).ok
 
