@@ -127,7 +127,8 @@ def build_program(derivation, cse: bool = True) -> Program:
     shape_of = derivation.shape_of
     varying = {g.symbol(n) for n in g.data_dependent()}
     for a in assignments:
-        if isinstance(a.expr, batch_mean):  # a gradient: its shape is its parameter's, and it is one value
+        if isinstance(a.expr, batch_mean):  # a gradient (or a temporary shared by equal gradients): one value
+            shape_of.add(a.target, shape_of(a.expr.args[0]))
             continue
         shape_of.add(a.target, shape_of(a.expr))
         if a.expr.free_symbols & varying:
