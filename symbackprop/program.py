@@ -127,8 +127,9 @@ def build_program(derivation, cse: bool = True) -> Program:
     shape_of = derivation.shape_of
     varying = {g.symbol(n) for n in g.data_dependent()}
     for a in assignments:
-        if isinstance(a.expr, batch_mean):  # a gradient (or a temporary shared by equal gradients): one value
-            shape_of.add(a.target, shape_of(a.expr.args[0]))
+        if isinstance(a.expr, batch_mean):  # a gradient: its shape is its parameter's, and it is one value
+            if a.target not in shape_of.known:  # a temporary that cse made of gradients shared by parameters
+                shape_of.add(a.target, shape_of(a.expr.args[0]))
             continue
         shape_of.add(a.target, shape_of(a.expr))
         if a.expr.free_symbols & varying:
