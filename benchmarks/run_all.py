@@ -1,0 +1,34 @@
+"""Run every benchmark and write one markdown summary to stdout.
+
+    python benchmarks/run_all.py [--repeats 9] [--threads 1] > results.md
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import bench_derive_scaling
+import bench_mlp
+import bench_seed
+from _common import limit_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS (and PyTorch) threads for the timed runs; 0 keeps the libraries' default")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    parts = ["# symbackprop benchmarks\n",
+             "Medians over interleaved repeats, after a warm-up; spread is min/max around the median.\n"]
+    with limit_threads(args.threads or None):
+        parts.append(bench_seed.run(repeats=args.repeats))
+        parts.append(bench_mlp.run(repeats=args.repeats))
+    parts.append(bench_derive_scaling.run(repeats=max(7, args.repeats // 2)))
+    parts.append(f"_Total benchmark time: {time.perf_counter() - start:.0f} s._\n")
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The batched NumPy printer and the gradient program: the code patterns that make generated code as fast
+as hand-written NumPy, numbers against an independent hand-written backprop, and the op counts that show
+the gradient program costs a small constant times the function and grows linearly with depth.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symbackprop import Graph, derive, sigmoid
+from symbackprop.compile import compile_gradient
+from symbackprop.tensor import softmax, sum_
+
+
+def seed() -> Graph:
+    g = Graph("seed")
+    x, y = g.inputs("x y")
+    w, b = g.param("w"), g.param("b")
+    a = g.node("a", sigmoid(g.node("z", w * x + b)))
+    g.loss("L", (a - y) ** 2 / 2)
+    return g
+
+
+def tanh_mlp(sizes: list[int], loss: str = "quadratic") -> Graph:
+    """tanh layers; "xent" ends in softmax with cross-entropy, "quadratic" in L = sum((a - y)**2) / 2."""
+    g = Graph(f"tanh MLP {sizes} {loss}")
+    a = g.input("x", (sizes[0],))
+    y = g.input("y", (sizes[-1],), onehot=loss == "xent")  # one-hot: sum(y) = 1, so dL/dz = p - y
+    for l, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+        z = g.node(f"z{l}", g.param(f"W{l}", (n_out, n_in)) @ a + g.param(f"b{l}", (n_out,)))
+        if l == len(sizes) - 1 and loss == "xent":
+            g.loss("L", -sum_(y * sp.log(g.node("p", softmax(z)))))
+            return g
+        a = g.node(f"a{l}", sp.tanh(z))
+    g.loss("L", sum_((a - y) ** 2) / 2)
+    return g
+
+
+def lines(source: str) -> set[str]:
+    """The code lines of the generated ``loss_and_grad``, stripped."""
+    body = source.split("def loss_and_grad", 1)[1]
+    return {line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")}
+
+
+# ---- the patterns of batched matrix code ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_layer_source() -> str:
+    return compile_gradient(tanh_mlp([5, 4, 3], "xent")).source
+
+
+def test_a_layer_over_the_batch_is_one_matrix_product_with_the_weight_transposed(two_layer_source):
+    assert "z1 = x @ W1.T + b1" in lines(two_layer_source)
+    assert "z2 = a1 @ W2.T + b2" in lines(two_layer_source)
+
+
+def test_a_weight_gradient_is_one_product_of_the_error_and_the_input_reduced_over_the_batch(two_layer_source):
+    assert "dL_dW1 = (dL_dz1.T @ x)/N" in lines(two_layer_source)
+    assert "dL_dW2 = (dL_dz2.T @ a1)/N" in lines(two_layer_source)
+
+
+def test_the_error_flows_back_through_the_weight_without_a_transpose(two_layer_source):
+    assert "dL_da1 = dL_dz2 @ W2" in lines(two_layer_source)
+
+
+def test_the_backward_pass_reuses_forward_values_instead_of_recomputing_them(two_layer_source):
+    code = lines(two_layer_source)
+    assert "dL_dz1 = dL_da1*(1 - a1**2)" in code        # tanh'(z1) from a1, not np.tanh(z1) again
+    assert "dL_dz2 = p - y" in code                     # softmax from p, not _softmax(z2) again
+    backward = two_layer_source.split("# backward pass", 1)[1]
+    assert "np.tanh" not in backward and "_softmax" not in backward
+
+
+def test_a_scalar_gradient_is_a_dot_product_over_the_batch():
+    code = lines(compile_gradient(seed()).source)
+    assert "dL_dw = (dL_dz @ x)/N" in code
+    assert "dL_dz = dL_da*a*(1 - a)" in code
+    assert "t0 = a - y" in code and "dL_da = t0" in code   # a - y computed once, for the loss and dL/da
+
+
+# ---- numbers against a hand-written backprop ----------------------------------------------------------
+def reference_xent(p: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    """The textbook four equations for a tanh + softmax cross-entropy network, written in NumPy here."""
+    N = x.shape[0]
+    a1 = np.tanh(x @ p["W1"].T + p["b1"])
+    z2 = a1 @ p["W2"].T + p["b2"]
+    logp = z2 - z2.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    d2 = (np.exp(logp) - y) / N
+    d1 = (d2 @ p["W2"]) * (1 - a1 ** 2)
+    return -float(np.sum(y * logp)) / N, {"W1": d1.T @ x, "b1": d1.sum(0), "W2": d2.T @ a1, "b2": d2.sum(0)}
+
+
+def test_generated_mlp_gradient_equals_a_hand_written_backprop():
+    rng = np.random.default_rng(3)
+    sizes, N = [6, 5, 4], 11
+    params = {}
+    for l, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+        params[f"W{l}"], params[f"b{l}"] = rng.normal(size=(n_out, n_in)), rng.normal(size=n_out)
+    x, y = rng.normal(size=(N, 6)), np.eye(4)[rng.integers(0, 4, N)]
+    loss, grads = compile_gradient(tanh_mlp(sizes, "xent")).loss_and_grad(params, {"x": x, "y": y})
+    ref_loss, ref_grads = reference_xent(params, x, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name, value in ref_grads.items():
+        assert grads[name].shape == value.shape
+        np.testing.assert_allclose(grads[name], value, rtol=1e-10, atol=1e-14)
+
+
+# ---- op counts: the cheap-gradient principle and linear growth ----------------------------------------------
+@pytest.fixture(scope="module")
+def mlp_programs():
+    return {depth: derive(tanh_mlp([4] * (depth + 1))).program() for depth in (4, 8, 16, 32, 64)}
+
+
+def backward_ops(program) -> int:
+    return program.op_count("backward") + program.op_count("gradient")
+
+
+def test_the_gradient_costs_at_most_five_times_the_forward_pass_at_any_depth(mlp_programs):
+    for depth, program in mlp_programs.items():
+        forward = program.op_count("forward")
+        assert forward > 0
+        assert backward_ops(program) <= 5 * forward, (depth, forward, backward_ops(program))
+
+
+def test_the_gradient_program_grows_linearly_with_depth(mlp_programs):
+    total = {depth: p.op_count() for depth, p in mlp_programs.items()}
+    for depth in (8, 16, 32, 64):
+        assert 1.8 <= total[depth] / total[depth // 2] <= 2.2, total
+    per_layer = [total[d] / d for d in total]
+    assert max(per_layer) / min(per_layer) < 1.3, total
