@@ -72,7 +72,12 @@ def share_common_subexpressions(assignments: list[Assignment], taken: set[str]) 
     while any(n.startswith(prefix) and n[len(prefix):].isdigit() for n in taken):
         prefix += "_"
     temps = sp.numbered_symbols(prefix, real=True)
-    replacements, reduced = sp.cse([a.expr for a in assignments], symbols=temps, order="none")
+    # A gradient's batch mean is never shared: two parameters with equal per-sample gradients (or two
+    # unused ones, of different shapes) would get one temporary of one shape. Their arguments may be.
+    means = [isinstance(a.expr, batch_mean) for a in assignments]
+    exprs = [a.expr.args[0] if mean else a.expr for a, mean in zip(assignments, means)]
+    replacements, reduced = sp.cse(exprs, symbols=temps, order="none")
+    reduced = [batch_mean(e) if mean else e for e, mean in zip(reduced, means)]
     inline: dict = {}
     kept = []
     for sym, expr in replacements:
@@ -128,8 +133,6 @@ def build_program(derivation, cse: bool = True) -> Program:
     varying = {g.symbol(n) for n in g.data_dependent()}
     for a in assignments:
         if isinstance(a.expr, batch_mean):  # a gradient: its shape is its parameter's, and it is one value
-            if a.target not in shape_of.known:  # a temporary that cse made of gradients shared by parameters
-                shape_of.add(a.target, shape_of(a.expr.args[0]))
             continue
         shape_of.add(a.target, shape_of(a.expr))
         if a.expr.free_symbols & varying:
