@@ -64,6 +64,9 @@ class GraphSpec:
         lines.append(f"    L = {self.loss}")
         return "\n".join(lines)
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis prints for a failing example
+        printer.text(repr(self))
+
     # ---- reading ---------------------------------------------------------------------------------------
     def symbol(self, name: str) -> sp.Symbol:
         return sp.Symbol(name, real=True)
@@ -171,26 +174,34 @@ class Reference:
 
 @dataclass
 class ReferenceResult:
-    losses: np.ndarray  # the per-sample loss
+    values: dict[str, np.ndarray]  # node or loss name -> its values over the batch, shape (N, *shape)
     largest: float  # the largest |value| of any node or loss element over the batch
     kink_margin: float  # the smallest |argument| of relu/abs over the batch (inf if none)
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self.values["L"]
 
 
 def reference_values(spec: GraphSpec, params: dict, data: dict) -> ReferenceResult:
     """Evaluate the spec's own expressions sample by sample; NumPy errors (overflow, log of <= 0) raise."""
     reference = Reference()
     shapes = {d.name: d.shape for d in spec.decls}
-    losses, largest = [], 0.0
+    computed = spec.nodes + [("L", spec.loss)]
+    samples = []
     with np.errstate(all="raise"):
         for i in range(spec.batch):
             env = {name: _column(v, shapes[name]) for name, v in params.items()}
             env.update({name: _column(v[i], shapes[name]) for name, v in data.items()})
-            for name, expr in spec.nodes + [("L", spec.loss)]:
+            for name, expr in computed:
                 env[name] = reference(expr, env)
-                largest = max(largest, float(np.max(np.abs(env[name]))))
-            losses.append(env["L"])
+            samples.append(env)
+    node_shapes = {s.name: shape for s, shape in spec.shapes.items()}
+    values = {name: np.array([np.reshape(env[name], node_shapes.get(name, ())) for env in samples])
+              for name, _ in computed}
+    largest = max(float(np.max(np.abs(v))) for v in values.values())
     margin = min(map(abs, reference.kink_args), default=float("inf"))
-    return ReferenceResult(np.array(losses), largest, margin)
+    return ReferenceResult(values, largest, margin)
 
 
 # ---- drawing networks --------------------------------------------------------------------------------
@@ -224,6 +235,7 @@ class Builder:
         self.spec = GraphSpec(family)
         self.shape_of: dict[sp.Symbol, Shape] = {}
         self.counts: dict[str, int] = {}
+        self.min_size = 1  # the smallest vector or matrix dimension drawn
 
     def declare(self, kind: str, shape: Shape, prefix: str, target: str = "") -> sp.Symbol:
         n = self.counts.get(prefix, 0)
@@ -315,8 +327,8 @@ def scalar_graphs(draw, max_nodes: int = 7, max_inputs: int = 2) -> GraphSpec:
 
 
 # ---- small tensor networks ---------------------------------------------------------------------------
-def _size(draw) -> int:
-    return draw(st.integers(1, 4))
+def _size(b: Builder) -> int:
+    return b.draw(st.integers(b.min_size, 4))
 
 
 def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
@@ -325,7 +337,7 @@ def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
                                  "log_softmax", "logsumexp", "sum", "mean", "quadratic", "inner",
                                  "outer", "row"]))
     if kind == "linear":  # W @ a + b, or a tied W.T @ a where a weight of the transposed shape exists
-        m = _size(draw)
+        m = _size(b)
         tied = [b.spec.symbol(d.name) for d in b.spec.of_kind("param") if d.shape == (n, m)]
         if tied and draw(st.booleans()):
             return matmul(transpose(draw(st.sampled_from(tied))), a) + b.param((m,))
@@ -351,13 +363,13 @@ def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
         return sum_(a)
     if kind == "mean":
         return mean(a)
-    if kind == "quadratic":  # a.T @ (W @ a): (a.T @ W) @ a is refused for n = 1 (see docs/testing.md)
+    if kind == "quadratic" and n > 1:  # a.T @ (W @ a); for n = 1, W @ a is a scalar (docs/testing.md)
         return matmul(transpose(a), matmul(b.param((n, n)), a))
-    if kind == "inner":
+    if kind in ("inner", "quadratic"):
         return matmul(transpose(a), b.pick_or_param((n,)))
     if kind == "outer":  # a column times a row: a matrix node
-        return matmul(a, transpose(b.pick_or_param((_size(draw),))))
-    return matmul(transpose(a), b.param((n, _size(draw))))  # a row vector a.T @ W
+        return matmul(a, transpose(b.pick_or_param((_size(b),))))
+    return matmul(transpose(a), b.param((n, _size(b))))  # a row vector a.T @ W
 
 
 def _matrix_node(b: Builder, a: sp.Symbol, m: int, n: int) -> sp.Expr:
@@ -369,7 +381,7 @@ def _matrix_node(b: Builder, a: sp.Symbol, m: int, n: int) -> sp.Expr:
     if kind == "transpose_times_vector":
         return matmul(transpose(a), b.pick_or_param((m,)))
     if kind == "times_matrix":
-        return matmul(a, b.param((n, _size(draw))))
+        return matmul(a, b.param((n, _size(b))))
     if kind == "unary":
         return _domain_safe_unary(draw, a)
     if kind == "hadamard":
@@ -406,10 +418,11 @@ def _tensor_node(b: Builder) -> sp.Expr:
 
 
 @st.composite
-def tensor_graphs(draw, max_nodes: int = 6) -> GraphSpec:
-    """Networks of vectors and matrices of sizes 1 to 4 (with some scalars), and a scalar loss."""
+def tensor_graphs(draw, max_nodes: int = 6, min_size: int = 1) -> GraphSpec:
+    """Networks of vectors and matrices of sizes ``min_size`` to 4 (with some scalars), and a scalar loss."""
     b = Builder(draw, "tensor")
-    b.declare("input", (_size(draw),), "x")
+    b.min_size = min_size
+    b.declare("input", (_size(b),), "x")
     if draw(st.booleans()):
         b.declare("input", (), "s")
     for _ in range(draw(st.integers(1, max_nodes))):
