@@ -242,5 +242,8 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(
                 self.batched(f) and self.shape(f) == () for f in factors.args):
             f1, f2 = factors.args
-            return f"{scale}({self.parenthesize(f1, PRECEDENCE['Mul'])} @ {self.parenthesize(f2, PRECEDENCE['Mul'] + 1)})"
+            right = self.parenthesize(f2, PRECEDENCE['Mul'] + 1)
+            if f2.is_Pow and f2.exp.is_negative and not right.startswith("("):  # 1/t prints as a division
+                right = f"({right})"
+            return f"{scale}({self.parenthesize(f1, PRECEDENCE['Mul'])} @ {right})"
         return f"{scale}np.sum({self._print(factors)}, axis=0)"

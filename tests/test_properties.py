@@ -32,6 +32,7 @@ from strategies import Decl, GraphSpec, reference_values, scalar_graphs, tensor_
 from symbackprop.codegen import generate_module
 from symbackprop.compile import CompiledGradient, compile_gradient
 from symbackprop.derive import derive
+from symbackprop.functions import relu, step
 from symbackprop.graph import ModelError
 from symbackprop.tensor import matmul, sum_, transpose
 
@@ -208,11 +209,14 @@ def rational_point(spec: GraphSpec, rng: np.random.Generator) -> dict[str, sp.Ra
 def exact_value(expr: sp.Expr, point: dict[str, sp.Rational]) -> sp.Float:
     """``expr`` at ``point`` (matched by name), to 40 significant digits.
 
-    sigmoid and softplus are rewritten as exp/log first, which SymPy evaluates to any precision
-    (``softplus(0)`` would otherwise stay unevaluated).
+    The functions are first written in SymPy's own terms, which it evaluates to any precision: sigmoid
+    and softplus as exp/log, relu as Max, step as a Piecewise (``softplus(0)`` or ``relu(1/(1 + exp(2)))``
+    would otherwise stay unevaluated).
     """
-    values = {s: point[s.name] for s in expr.free_symbols}
-    return sp.N(expr.xreplace(values).rewrite(sp.exp), 40)
+    exact = expr.xreplace({s: point[s.name] for s in expr.free_symbols})
+    exact = exact.replace(relu, lambda a: sp.Max(a, 0))
+    exact = exact.replace(step, lambda a: sp.Piecewise((1, a > 0), (0, True)))
+    return sp.N(exact.rewrite(sp.exp), 40)
 
 
 @given(spec=scalar_graphs(max_nodes=3))
@@ -242,12 +246,35 @@ def test_forward_gives_every_node_a_batch_axis_even_when_no_input_reaches_it():
     assert compile_gradient(spec.build()).forward(params, batch)["h1"].shape == (3,)
 
 
+# ---- bugs the properties found, fixed: their minimal networks as plain regression tests ------------------
+def test_a_batch_reduced_product_with_a_reciprocal_factor_is_parenthesised():
+    """Bug 9: the mean of ``t0 * (1/t1)`` was printed ``t0 @ 1/t1``, which Python reads as (t0 @ 1)/t1."""
+    spec = spec_of([("input", "x", ()), ("param", "w", ())], [], "log(x**2*w**2 + 1)/4")
+    params, batch = spec.point()
+    compiled = compile_gradient(spec.build())
+    _, grads = compiled.loss_and_grad(params, batch)
+    assert_close(grads, finite_difference_gradients(compiled, params, batch), FD_TOL, "finite differences")
+
+
+def test_two_parameters_with_equal_gradients_each_get_their_own():
+    """Bug 1: cse shared one batch mean between dL/da and dL/db (and between unused parameters)."""
+    spec = spec_of([("input", "x", (2,)), ("param", "a", (2,)), ("param", "b", (2,)), ("param", "W", (2, 2)),
+                    ("input", "y", (2,))], [("h", "a*x + b*x")], "sum((h - y)**2)/2")
+    params, batch = spec.point()
+    compiled = compile_gradient(spec.build())
+    _, grads = compiled.loss_and_grad(params, batch)
+    assert_close(grads, finite_difference_gradients(compiled, params, batch), FD_TOL, "finite differences")
+    assert grads["a"] is not grads["b"]
+    assert np.array_equal(grads["W"], np.zeros((2, 2)))
+
+
 # ---- open bugs the properties found, pinned to their minimal networks (docs/testing.md) -----------------
 def spec_of(decls: list[tuple[str, str, tuple]], nodes: list[tuple[str, str]], loss: str) -> GraphSpec:
     """A spec from text, for the minimal reproductions below (names become real symbols)."""
     symbols = {name: sp.Symbol(name, real=True) for _, name, _ in decls}
     symbols.update({name: sp.Symbol(name, real=True) for name, _ in nodes})
-    namespace = {**symbols, **{f.__name__.rstrip("_"): f for f in (matmul, transpose, sum_)}, "tanh": sp.tanh}
+    namespace = {**symbols, **{f.__name__.rstrip("_"): f for f in (matmul, transpose, sum_)},
+                 "tanh": sp.tanh, "log": sp.log}
     spec = GraphSpec("minimal", [Decl(n, k, s, "real" if n == "y" else "") for k, n, s in decls], batch=3)
     spec.nodes = [(name, sp.sympify(text, locals=namespace)) for name, text in nodes]
     spec.loss = sp.sympify(loss, locals=namespace)
