@@ -213,10 +213,10 @@ def exact_value(expr: sp.Expr, point: dict[str, sp.Rational]) -> sp.Float:
     and softplus as exp/log, relu as Max, step as a Piecewise (``softplus(0)`` or ``relu(1/(1 + exp(2)))``
     would otherwise stay unevaluated).
     """
-    exact = expr.xreplace({s: point[s.name] for s in expr.free_symbols})
+    exact = expr.xreplace({s: point[s.name] for s in expr.free_symbols}).rewrite(sp.exp)
     exact = exact.replace(relu, lambda a: sp.Max(a, 0))
     exact = exact.replace(step, lambda a: sp.Piecewise((1, a > 0), (0, True)))
-    return sp.N(exact.rewrite(sp.exp), 40)
+    return sp.N(exact, 40)
 
 
 @given(spec=scalar_graphs(max_nodes=3))
