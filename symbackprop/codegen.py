@@ -69,20 +69,36 @@ class ModuleWriter:
         return lines + [f"{self.indent}{target} = {rhs}"]
 
     def unpack(self) -> list[str]:
+        """Parameters and inputs as float64 arrays, reshaped where the code computes with another shape.
+
+        A parameter declared ``(n, 1)`` is computed with as the vector ``(n,)``, one declared ``(1,)`` as a
+        scalar (see :func:`symbackprop.tensor.canonical_shape`); the gradients go back to the declared shapes.
+        """
         i = self.indent
-        lines = [f'{i}{q.name} = np.asarray(params["{q.name}"], dtype=np.float64)' for q in self.program.params]
-        lines += [f'{i}{q.name} = np.asarray(data["{q.name}"], dtype=np.float64)' for q in self.program.inputs]
+        lines = []
+        for q in self.program.params + self.program.inputs:
+            source = "params" if q.kind == "param" else "data"
+            value = f'np.asarray({source}["{q.name}"], dtype=np.float64)'
+            if q.canonical_shape != q.shape:
+                shape = q.canonical_shape if q.kind == "param" else (-1, *q.canonical_shape)
+                value += f".reshape({shape!r})"
+            lines.append(f"{i}{q.name} = {value}")
         first = self.program.inputs[0].name if self.program.inputs else None
         lines.append(f"{i}N = {first}.shape[0]" if first else f"{i}N = 1")
         return lines
 
     def forward_function(self) -> list[str]:
-        p = self.program
+        p, i = self.program, self.indent
         body = [line for a in p.section("forward") for line in self.assign(a)]
-        values = ", ".join(f'"{q.name}": {q.name}' for q in p.nodes)
+        values = []
+        for q in p.nodes:
+            value = q.name
+            if q.symbol not in p.batched:  # the same for every sample: give it the batch axis all the same
+                value = f"np.broadcast_to({value}, (N, *{q.canonical_shape!r}))"
+            values.append(f'"{q.name}": {value}')
         return ["def forward(params, data):",
-                f'{self.indent}"""Every node\'s value for a batch: name -> array of shape (N, *node shape)."""',
-                *self.unpack(), *body, f"{self.indent}return {{{values}}}"]
+                f'{i}"""Every node\'s value for a batch: name -> array of shape (N, *node shape)."""',
+                *self.unpack(), *body, f"{i}return {{{', '.join(values)}}}"]
 
     def loss_and_grad_function(self) -> list[str]:
         p, i = self.program, self.indent
@@ -98,9 +114,14 @@ class ModuleWriter:
             if a.section != "forward":
                 lines += self.assign(a)
         grads = []
+        declared = {q.name: q.shape for q in p.params + p.inputs}
         for name, sym in sorted(p.gradients.items(), key=lambda kv: list(self.names.values()).index(kv[0])):
-            value = self.names[sym]
-            grads.append(f'"{name}": ' + (f"float({value})" if p.shapes[sym] == () else value))
+            value, shape = self.names[sym], declared[name]
+            if shape == ():
+                value = f"float({value})"
+            elif p.shapes[sym] != shape:
+                value = f"np.reshape({value}, {shape!r})"
+            grads.append(f'"{name}": {value}')
         lines.append(f"{i}grads = {{{', '.join(grads)}}}")
         lines.append(f"{i}return loss, grads")
         return lines

@@ -159,16 +159,25 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def _print_matmul(self, expr):
         a, b = expr.args
         sa, sb = self.shape(a), self.shape(b)
+        if sa == () or sb == ():  # a 1 x 1 factor: the product is a scaling
+            return self._print(sp.Mul(a, b))
         ba, bb = self.batched(a), self.batched(b)
-        if len(sa) == 2 and len(sb) == 1 and sa[0] > 1 and not ba and bb:
-            # W @ x for a batch of columns x: (N, n) @ (n, m)
-            right = (self._print(a.args[0]) if isinstance(a, transpose)
-                     else self.parenthesize(a, PRECEDENCE["Atom"], strict=True) + ".T")
+        if len(sa) == 2 and len(sb) == 1 and not ba and bb:
+            # W @ x for a batch of columns x: (N, n) @ (n, m), and (N, n) @ (n,) for a row w^T or W: (1, n)
+            if isinstance(a, transpose):
+                right = self.parenthesize(a.args[0], PRECEDENCE["Mul"] + 1)
+            else:
+                right = self.parenthesize(a, PRECEDENCE["Atom"], strict=True) + ("[0]" if sa[0] == 1 else ".T")
             return f"{self.parenthesize(b, PRECEDENCE['Mul'])} @ {right}"
+        if isinstance(a, transpose) and len(self.shape(a.args[0])) == 1 and len(sb) == 1:
+            # a dot product u^T v per sample
+            u, v = self.parenthesize(a.args[0], PRECEDENCE["Mul"]), self.parenthesize(b, PRECEDENCE["Mul"] + 1)
+            return f"np.sum({u}*{v}, axis=-1)" if ba and bb else f"{u} @ {v}"
         if len(sa) == 2 and len(sb) == 1 and not ba and not bb:
             text = f"{self.parenthesize(a, PRECEDENCE['Mul'])} @ {self.parenthesize(b, PRECEDENCE['Mul'] + 1)}"
             return f"({text})[0]" if sa[0] == 1 else text
-        if len(sa) == 1 and isinstance(b, transpose) and self.shape(b.args[0]) == (sb[1],) and sb[0] == 1:
+        if len(sa) == 1 and isinstance(b, transpose) and len(sb) == 2 and sb[0] == 1 and \
+                self.shape(b.args[0]) == (sb[1],):
             # an outer product a b^T per sample
             x = b.args[0]
             if not ba and not self.batched(x):
@@ -206,10 +215,16 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return self._reduce("mean", expr)
 
     def _print_softmax(self, expr):
-        return f"{self.helper('_softmax')}({self._print(expr.args[0])})"
+        (v,) = expr.args
+        if self.shape(v) == ():  # of a single element: 1
+            return f"np.ones_like({self._print(v)})"
+        return f"{self.helper('_softmax')}({self._print(v)})"
 
     def _print_logsumexp(self, expr):
-        return f"{self.helper('_logsumexp')}({self._print(expr.args[0])})"
+        (v,) = expr.args
+        if self.shape(v) == ():  # of a single element: the element
+            return self._print(v)
+        return f"{self.helper('_logsumexp')}({self._print(v)})"
 
     def _print_ones(self, expr):
         return f"np.ones({tuple(int(n) for n in expr.args)!r})"
@@ -239,11 +254,12 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
                 return (f"{scale}({self.parenthesize(a, PRECEDENCE['Atom'], strict=True)}.T @ "
                         f"{self.parenthesize(x, PRECEDENCE['Mul'])})")
-        if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(
-                self.batched(f) and self.shape(f) == () for f in factors.args):
-            f1, f2 = factors.args
-            right = self.parenthesize(f2, PRECEDENCE['Mul'] + 1)
-            if f2.is_Pow and f2.exp.is_negative and not right.startswith("("):  # 1/t prints as a division
-                right = f"({right})"
-            return f"{scale}({self.parenthesize(f1, PRECEDENCE['Mul'])} @ {right})"
+        if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
+            # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
+            f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
+            if self.shape(f1) == () and len(self.shape(f2)) <= 1:
+                right = self.parenthesize(f2, PRECEDENCE['Mul'] + 1)
+                if f2.is_Pow and f2.exp.is_negative and not right.startswith("("):  # 1/t prints as a division
+                    right = f"({right})"
+                return f"{scale}({self.parenthesize(f1, PRECEDENCE['Mul'])} @ {right})"
         return f"{scale}np.sum({self._print(factors)}, axis=0)"

@@ -40,6 +40,15 @@ def load_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
+def evaluate_printed(expression: str, namespace: dict) -> Any:
+    """Evaluate one expression printed by :class:`~symbackprop.codeprint.NumPyBatchPrinter` in ``namespace``.
+
+    The same trust as :func:`load_source`: the text is our printer's output for a validated graph.
+    Used to find which operation inside a node first gave a non-finite value.
+    """
+    return eval(compile(expression, "<symbackprop printed expression>", "eval"), namespace)
+
+
 def compile_gradient(model: Graph | Derivation, source: str | None = None) -> CompiledGradient:
     """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable."""
     derivation = model if isinstance(model, Derivation) else derive(model)

@@ -247,7 +247,7 @@ def synthetic(graph: Graph, spec: Any, where: str = "[data.synthetic]") -> dict[
             raise ModelError(f"{where} targets", f"'{inp}' is not an input")
         if not isinstance(node, str) or node not in graph.quantities or graph[node].kind not in ("node", "loss"):
             raise ModelError(f"{where} targets {inp}", f"{node!r} is not a node of the model")
-        if graph[node].shape != graph[inp].shape:
+        if graph[node].canonical_shape != graph[inp].canonical_shape:
             raise ModelError(f"{where} targets {inp}", f"node '{node}' has shape {list(graph[node].shape)}, "
                                                       f"input '{inp}' has shape {list(graph[inp].shape)}")
     rng = np.random.default_rng(seed)
@@ -261,7 +261,8 @@ def synthetic(graph: Graph, spec: Any, where: str = "[data.synthetic]") -> dict[
         with np.errstate(all="ignore"):
             values = compile_gradient(graph).forward(params, data)
         for inp, node in targets.items():
-            data[inp] = np.broadcast_to(np.asarray(values[node], dtype=np.float64), (n,) + graph[inp].shape).copy()
+            value = np.broadcast_to(np.asarray(values[node], dtype=np.float64), (n, *graph[node].canonical_shape))
+            data[inp] = value.reshape((n,) + graph[inp].shape).copy()
     return check_arrays(data, graph, where)
 
 

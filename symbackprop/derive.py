@@ -123,7 +123,7 @@ class Derivation:
         self.targets = self._check_targets(wrt)
         self.shape_of = Shapes(graph.shapes)
         for q in graph.quantities.values():
-            self.shape_of.add(self.adjoint(q.name), q.shape)
+            self.shape_of.add(self.adjoint(q.name), q.canonical_shape)
         self.unit_sums = {sum_(q.symbol): sp.S.One for q in graph.input_list if q.onehot}
         self.active = self._active_names()
         self.edges: dict[str, list[Edge]] = {name: [] for name in self.active}
@@ -209,7 +209,7 @@ class Derivation:
         return None
 
     def _same_shape(self, edge: Edge) -> bool:
-        return self.shape_of(self.graph.symbol(edge.wrt)) == self.graph[edge.consumer].shape
+        return self.shape_of(self.graph.symbol(edge.wrt)) == self.graph[edge.consumer].canonical_shape
 
     def _finish(self, name: str) -> None:
         """All consumers of ``name`` are done: write the step that sums them into dL/d(name)."""
@@ -237,7 +237,7 @@ class Derivation:
         self.steps.append(Step(step_kind, lhs, tuple(forms), name))
 
     def _hadamard(self, edge: Edge) -> bool:
-        return self.graph[edge.consumer].shape != ()
+        return self.graph[edge.consumer].canonical_shape != ()
 
     def _chain_form(self, edge: Edge):
         if edge.consumer == self.loss or edge.local is None or not self._same_shape(edge):

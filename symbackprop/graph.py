@@ -19,7 +19,8 @@ from typing import Any
 import sympy as sp
 
 from .functions import Elementwise, FUNCTIONS
-from .tensor import TENSOR_FUNCTIONS, Shape, ShapeError, TensorOp, infer_shape, logsumexp, softmax, transpose, matmul
+from .tensor import (TENSOR_FUNCTIONS, MatrixSyntax, Shape, ShapeError, TensorOp, canonical_shape, infer_shape,
+                     logsumexp, softmax)
 
 
 class UserError(ValueError):
@@ -35,7 +36,7 @@ class ModelError(UserError):
         self.message = message
 
 
-class TensorSymbol(sp.Symbol):
+class TensorSymbol(MatrixSyntax, sp.Symbol):
     """A named network quantity. Supports ``A @ B`` and ``A.T`` so the Python API reads like NumPy."""
 
     def __new__(cls, name: str):
@@ -43,16 +44,6 @@ class TensorSymbol(sp.Symbol):
 
     def __getnewargs_ex__(self):
         return ((self.name,), {})
-
-    def __matmul__(self, other):
-        return matmul(self, sp.sympify(other, strict=True))
-
-    def __rmatmul__(self, other):
-        return matmul(sp.sympify(other, strict=True), self)
-
-    @property
-    def T(self):
-        return transpose(self)
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -86,6 +77,11 @@ class Quantity:
     expr: sp.Expr | None = None  # the definition, for nodes and the loss
     init: Any = None  # the initial value spec, for parameters
     onehot: bool = False  # inputs whose rows sum to one (class labels), so sum(y) = 1
+
+    @property
+    def canonical_shape(self) -> Shape:
+        """The shape the derivation and the generated code compute with (``(n, 1)`` is ``(n,)``, and so on)."""
+        return canonical_shape(self.shape)
 
 
 def _check_shape(shape: Any, where: str) -> Shape:
@@ -225,7 +221,8 @@ class Graph:
 
     @property
     def shapes(self) -> dict[sp.Symbol, Shape]:
-        return {q.symbol: q.shape for q in self.quantities.values()}
+        """Each quantity's canonical shape (see :func:`symbackprop.tensor.canonical_shape`)."""
+        return {q.symbol: q.canonical_shape for q in self.quantities.values()}
 
     def __getitem__(self, name: str) -> Quantity:
         return self.quantities[name]

@@ -65,9 +65,9 @@ class _ShapeAware(FunctionBases):
         return self._with_order(None, super()._print_Add, expr)
 
     def is_tensor(self, expr: sp.Expr) -> bool:
-        from .tensor import infer_shape
+        from .tensor import canonical_shape, infer_shape
         try:
-            known = {s: self.shapes.get(getattr(s, "of", s.name), ()) for s in expr.free_symbols}
+            known = {s: canonical_shape(self.shapes.get(getattr(s, "of", s.name), ())) for s in expr.free_symbols}
             return infer_shape(expr, known) != ()
         except ValueError:
             return False
@@ -77,6 +77,13 @@ class _ShapeAware(FunctionBases):
         for f in reading_order(expr.args):
             (tensors if self.is_tensor(f) else scalars).append(f)
         return scalars, tensors
+
+
+def matmul_operands(printer, expr) -> tuple[str, str]:
+    """``A`` and ``B`` of ``A @ B``: a product on the right is bracketed, ``W^T (g * x)``, not ``(W^T g) * x``."""
+    a, b = expr.args
+    return (printer.parenthesize(a, PRECEDENCE["Mul"], strict=True),
+            printer.parenthesize(b, PRECEDENCE["Mul"], strict=False))
 
 
 class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
@@ -112,7 +119,7 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         return head + body
 
     def _print_matmul(self, expr, exp=None):
-        text = " ".join(self.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in expr.args)
+        text = " ".join(matmul_operands(self, expr))
         return text if exp is None else rf"\left({text}\right)^{{{exp}}}"
 
     def _print_transpose(self, expr, exp=None):
@@ -145,7 +152,7 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
         return self._with_order("none", super()._print_Mul, sp.Mul(*reading_order(expr.args), evaluate=False))
 
     def _print_matmul(self, expr):
-        return " @ ".join(self.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in expr.args)
+        return " @ ".join(matmul_operands(self, expr))
 
     def _print_transpose(self, expr):
         return self.parenthesize(expr.args[0], PRECEDENCE["Atom"], strict=True) + ".T"

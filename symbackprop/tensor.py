@@ -11,7 +11,12 @@ These are the matrix-calculus rules of backpropagation (``dL/dW = delta x^T``, `
 ``sum`` broadcasts back, transposes flow back), written once here instead of relying on SymPy's
 incomplete matrix derivatives.
 
-Shapes: ``()`` scalar, ``(n,)`` column vector, ``(1, n)`` row vector, ``(m, n)`` matrix.
+Shapes: ``()`` scalar, ``(n,)`` column vector, ``(1, n)`` row vector, ``(m, n)`` matrix. Every shape is
+also a matrix (:func:`matrix_shape`: a scalar is 1 x 1, a vector n x 1), and the derivation works with
+one *canonical* shape per matrix (:func:`canonical_shape`): a 1 x 1 matrix is a scalar and an n x 1
+matrix a vector, whatever shape was declared. So ``W @ x`` with ``W`` of shape ``(1, n)`` is a scalar
+that may feed ``V @ h`` with ``V`` of shape ``(m, 1)``, and a parameter declared ``(n, 1)`` gets the same
+rules as a vector; the generated code reshapes at its boundary, so arrays keep their declared shapes.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from collections.abc import Callable, Mapping
 from math import prod
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 Shape = tuple[int, ...]
 ShapeOf = Callable[[sp.Expr], Shape]
@@ -33,7 +39,24 @@ def _text(expr: sp.Expr) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-class TensorOp(sp.Function):
+class MatrixSyntax:
+    """``A @ B`` and ``A.T`` on network quantities and tensor operations, so the Python API reads like NumPy.
+
+    (Other SymPy expressions, such as ``tanh(W @ x)``, have no ``@``: write ``matmul(a, b)`` there.)
+    """
+
+    def __matmul__(self, other):
+        return matmul(self, sp.sympify(other, strict=True))
+
+    def __rmatmul__(self, other):
+        return matmul(sp.sympify(other, strict=True), self)
+
+    @property
+    def T(self):
+        return transpose(self)
+
+
+class TensorOp(MatrixSyntax, sp.Function):
     """Base class of the operations that are not elementwise."""
 
     is_real = True
@@ -53,16 +76,27 @@ class TensorOp(sp.Function):
         raise TypeError(f"{type(self).__name__} is differentiated by its vjp rule, not by SymPy's diff")
 
 
-def _as_matrix(s: Shape, expr) -> tuple[int, int]:
-    if len(s) == 1:
-        return (s[0], 1)
-    if len(s) == 2:
-        return s
-    raise ShapeError(f"matrix product needs vectors or matrices, but {_text(expr)} is a scalar (use * to scale)")
+def matrix_shape(shape: Shape) -> tuple[int, int]:
+    """The (rows, cols) of a quantity of ``shape``: a scalar is 1 x 1, a vector of n is n x 1."""
+    if len(shape) == 0:
+        return (1, 1)
+    if len(shape) == 1:
+        return (shape[0], 1)
+    return (shape[0], shape[1])
+
+
+def canonical_shape(shape: Shape) -> Shape:
+    """The one shape the derivation uses for a matrix: 1 x 1 is ``()``, n x 1 is ``(n,)``."""
+    rows, cols = matrix_shape(shape)
+    if cols == 1:
+        return () if rows == 1 else (rows,)
+    return (rows, cols)
 
 
 def transpose_of(a: sp.Expr, shape_of: ShapeOf) -> sp.Expr:
-    """``a^T`` with scalar factors kept outside: (g x^T)^T = g x for a scalar g."""
+    """``a^T`` with scalar factors kept outside: (g x^T)^T = g x for a scalar g; a scalar is its own."""
+    if shape_of(a) == ():
+        return a
     if isinstance(a, sp.Mul):
         scalars = [f for f in a.args if shape_of(f) == ()]
         if scalars:
@@ -79,24 +113,23 @@ def mm(a: sp.Expr, b: sp.Expr, shape_of: ShapeOf) -> sp.Expr:
 
 
 class matmul(TensorOp):
-    """Matrix product ``A @ B`` (a column vector counts as an n x 1 matrix)."""
+    """Matrix product ``A @ B`` (a column vector counts as an n x 1 matrix, a scalar as 1 x 1)."""
 
     nargs = 2
+    #: binds like a product in every printer (``W x``, ``W @ x``), so ``u * (W @ x)`` keeps its brackets
+    precedence = PRECEDENCE["Mul"]
 
     def shape(self, arg_shapes):
-        (a, b), (c, d) = (_as_matrix(s, e) for s, e in zip(arg_shapes, self.args))
+        (a, b), (c, d) = (matrix_shape(s) for s in arg_shapes)
         if b != c:
             raise ShapeError(
                 f"matrix product {_text(self)}: shapes {arg_shapes[0]} and {arg_shapes[1]} do not fit "
                 f"(inner sizes {b} and {c})")
-        if d == 1:
-            return () if a == 1 else (a,)
-        return (a, d)
+        return canonical_shape((a, d))
 
     def vjp(self, g, shape_of):
         A, B = self.args
-        return [mm(g, transpose(B), shape_of), mm(transpose(A), g, shape_of)]
-
+        return [mm(g, transpose_of(B, shape_of), shape_of), mm(transpose_of(A, shape_of), g, shape_of)]
 
 
 
@@ -118,18 +151,11 @@ class transpose(TensorOp):
         return None
 
     def shape(self, arg_shapes):
-        (s,) = arg_shapes
-        if len(s) == 0:
-            return ()
-        if len(s) == 1:
-            return (1, s[0])
-        if s[0] == 1:
-            return (s[1],)
-        return (s[1], s[0])
+        rows, cols = matrix_shape(arg_shapes[0])
+        return canonical_shape((cols, rows))
 
     def vjp(self, g, shape_of):
         return [transpose_of(g, shape_of)]
-
 
 
 
@@ -166,7 +192,8 @@ class mean(sum_):
 
 
 def _vector_only(op: TensorOp, s: Shape) -> None:
-    if len(s) != 1:
+    """softmax and logsumexp take a column vector (a vector of one element is a scalar)."""
+    if len(s) == 2:
         raise ShapeError(f"{type(op).__name__}({_text(op.args[0])}) needs a vector, got shape {s}")
 
 
@@ -209,8 +236,6 @@ class ones(TensorOp):
         return []
 
 
-
-
 def ones_of(shape: Shape) -> sp.Expr:
     """``ones(*shape)``, or plain 1 for a scalar."""
     return ones(*shape) if shape else sp.S.One
@@ -231,7 +256,7 @@ def infer_shape(expr: sp.Expr, shapes: Mapping[sp.Symbol, Shape], memo: dict | N
         except KeyError:
             raise ShapeError(f"no shape is known for '{expr}'") from None
     elif isinstance(expr, TensorOp):
-        result = expr.shape([infer_shape(a, shapes, memo) for a in expr.args])
+        result = canonical_shape(expr.shape([infer_shape(a, shapes, memo) for a in expr.args]))
     elif expr.is_number:
         result = ()
     else:

@@ -26,17 +26,7 @@ import numpy as np
 import sympy as sp
 
 from .graph import Graph
-
-Shape = tuple[int, ...]
-
-
-def matrix_shape(shape: Shape) -> tuple[int, int]:
-    """The (rows, cols) a quantity of ``shape`` takes in the uniform layout."""
-    if len(shape) == 0:
-        return (1, 1)
-    if len(shape) == 1:
-        return (shape[0], 1)
-    return (shape[0], shape[1])
+from .tensor import matrix_shape
 
 
 class TorchEvaluator:
@@ -142,9 +132,12 @@ def torch_loss_and_grad(graph: Graph, params: dict, data: dict) -> tuple[float, 
               for q in graph.params}
     inputs = {q.name: torch.tensor(np.asarray(data[q.name], dtype=np.float64)) for q in graph.input_list}
     loss = TorchEvaluator(torch, graph).loss(leaves, inputs)
-    loss.backward()
+    names = [q.name for q in graph.params]
+    # allow_unused: a parameter the loss does not use has gradient 0 (and if none is used, the loss
+    # does not require a gradient at all)
+    found = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True) \
+        if loss.requires_grad else [None] * len(names)
     grads = {}
-    for q in graph.params:
-        g = leaves[q.name].grad
+    for q, g in zip(graph.params, found):
         grads[q.name] = np.zeros(q.shape) if g is None else g.numpy().reshape(q.shape)
     return loss.item(), grads

@@ -28,7 +28,7 @@ import numpy as np
 import sympy as sp
 
 from .codeprint import NumPyBatchPrinter
-from .compile import CompiledGradient, compile_gradient
+from .compile import CompiledGradient, compile_gradient, evaluate_printed
 from .data import Dataset, check_arrays, sample_count
 from .files import atomic_write, write_text_atomically
 from .graph import Graph, ModelError, UserError
@@ -93,7 +93,7 @@ def train_settings(table: dict | None, graph: Graph, source: str | None = None, 
             raise ModelError(f"{where} {key}", f"must name {'a node' if key == 'predict' else 'an input'}, got {name!r}")
     if (s["predict"] is None) != (s["target"] is None):
         raise ModelError(where, "give both predict (a node) and target (an input) for accuracy, or neither")
-    if s["predict"] is not None and graph[s["predict"]].shape != graph[s["target"]].shape:
+    if s["predict"] is not None and graph[s["predict"]].canonical_shape != graph[s["target"]].canonical_shape:
         raise ModelError(f"{where} predict", f"node '{s['predict']}' and input '{s['target']}' differ in shape")
     return s
 
@@ -114,12 +114,11 @@ def check_settings(lr: Any, epochs: Any, batch_size: Any, seed: Any, where: str 
 # ---- evaluation -----------------------------------------------------------------------------------------
 def accuracy(values: dict[str, np.ndarray], data: dict[str, np.ndarray], predict: str, target: str) -> float:
     """Share of samples whose class matches: argmax for vectors, a 0.5 threshold for scalars."""
-    pred, truth = np.asarray(values[predict]), np.asarray(data[target])
-    pred = np.broadcast_to(pred, truth.shape)
-    if truth.ndim == 1:
-        return float(np.mean((pred > 0.5) == (truth > 0.5)))
-    flat = lambda a: a.reshape(len(a), -1)
-    return float(np.mean(flat(pred).argmax(axis=1) == flat(truth).argmax(axis=1)))
+    samples = lambda a: np.asarray(a).reshape(len(a), -1)  # one row per sample, whatever the shape
+    pred, truth = samples(values[predict]), samples(data[target])
+    if truth.shape[1] == 1:
+        return float(np.mean((pred[:, 0] > 0.5) == (truth[:, 0] > 0.5)))
+    return float(np.mean(pred.argmax(axis=1) == truth.argmax(axis=1)))
 
 
 def evaluate(compiled: CompiledGradient, params: dict, data: dict, loss_name: str,
@@ -158,8 +157,9 @@ def _operation(e: sp.Expr) -> str:
 
 def _batch_namespace(compiled: CompiledGradient, graph: Graph, params: dict, batch: dict, values: dict) -> dict:
     namespace = dict(compiled.loss_and_grad.__globals__)  # np and the helpers the module defines
-    namespace.update({k: np.asarray(v, dtype=np.float64) for k, v in params.items()})
-    namespace.update(batch)
+    namespace.update({q.name: np.reshape(np.asarray(params[q.name], dtype=np.float64), q.canonical_shape)
+                      for q in graph.params})
+    namespace.update({q.name: np.reshape(batch[q.name], (-1, *q.canonical_shape)) for q in graph.input_list})
     namespace.update(values)
     namespace["N"] = sample_count(batch)
     return namespace
@@ -185,7 +185,7 @@ def explain_non_finite(compiled: CompiledGradient, params: dict, batch: dict, ro
             if e.is_Atom:
                 continue
             try:
-                v = np.asarray(eval(printer.doprint(e), namespace))  # our printer's text, as in compile
+                v = np.asarray(evaluate_printed(printer.doprint(e), namespace))
             except Exception:  # a form the printer cannot show alone: keep the node-level answer
                 continue
             if not np.all(np.isfinite(v)):

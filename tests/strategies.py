@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from symbackprop.functions import relu, sigmoid, softplus, step
 from symbackprop.graph import Graph
-from symbackprop.tensor import (infer_shape, logsumexp, matmul, mean, ones, softmax, sum_, transpose)
+from symbackprop.tensor import (canonical_shape, infer_shape, logsumexp, matmul, mean, ones, softmax, sum_, transpose)
 
 Shape = tuple[int, ...]
 TENTH, HALF = sp.Rational(1, 10), sp.Rational(1, 2)
@@ -73,7 +73,8 @@ class GraphSpec:
 
     @property
     def shapes(self) -> dict[sp.Symbol, Shape]:
-        out = {self.symbol(d.name): d.shape for d in self.decls}
+        """Shapes as symbackprop computes with them (canonical: a 1 x 1 matrix is a scalar, n x 1 a vector)."""
+        out = {self.symbol(d.name): canonical_shape(d.shape) for d in self.decls}
         for name, expr in self.nodes:
             out[self.symbol(name)] = infer_shape(expr, out)
         return out
@@ -184,18 +185,25 @@ class ReferenceResult:
 
 
 def reference_values(spec: GraphSpec, params: dict, data: dict) -> ReferenceResult:
-    """Evaluate the spec's own expressions sample by sample; NumPy errors (overflow, log of <= 0) raise."""
+    """Evaluate the spec's own expressions sample by sample.
+
+    Where the naive formulas fail (overflow, log of <= 0; an underflow to 0 is harmless) the result has
+    ``largest = inf`` and no values, so that the tests reject the point.
+    """
     reference = Reference()
     shapes = {d.name: d.shape for d in spec.decls}
     computed = spec.nodes + [("L", spec.loss)]
     samples = []
-    with np.errstate(all="raise"):
-        for i in range(spec.batch):
-            env = {name: _column(v, shapes[name]) for name, v in params.items()}
-            env.update({name: _column(v[i], shapes[name]) for name, v in data.items()})
-            for name, expr in computed:
-                env[name] = reference(expr, env)
-            samples.append(env)
+    with np.errstate(all="raise", under="ignore"):
+        try:
+            for i in range(spec.batch):
+                env = {name: _column(v, shapes[name]) for name, v in params.items()}
+                env.update({name: _column(v[i], shapes[name]) for name, v in data.items()})
+                for name, expr in computed:
+                    env[name] = reference(expr, env)
+                samples.append(env)
+        except FloatingPointError:
+            return ReferenceResult({}, float("inf"), float("inf"))
     node_shapes = {s.name: shape for s, shape in spec.shapes.items()}
     values = {name: np.array([np.reshape(env[name], node_shapes.get(name, ())) for env in samples])
               for name, _ in computed}

@@ -48,12 +48,9 @@ TORCH_TOL = 1e-9
 #: points closer than this to a kink of relu/abs, or with a value beyond LARGEST, are rejected.
 KINK_MARGIN, LARGEST = 1e-2, 1e3
 
-#: vector and matrix sizes from 2: size-1 dimensions meet open bugs 2, 5, 6 and 7 of docs/testing.md
-#: (pinned by the xfail tests at the end); lower ``min_size`` to 1 once they are fixed.
-GRAPHS = {"scalar": scalar_graphs(), "tensor": tensor_graphs(min_size=2)}
+#: vector and matrix sizes from 1 (size-1 sides found bugs 2, 5, 6 and 7 of docs/testing.md).
+GRAPHS = {"scalar": scalar_graphs(), "tensor": tensor_graphs()}
 family = pytest.mark.parametrize("family", sorted(GRAPHS))
-
-
 # ---- helpers -----------------------------------------------------------------------------------------
 def usable_point(spec: GraphSpec) -> tuple[dict, dict]:
     """The spec's parameters and data, if finite differences can be trusted there (else reject)."""
@@ -134,11 +131,8 @@ def test_compiled_forward_pass_equals_an_independent_evaluation(family, data):
     graph = spec.build()
     compiled = compile_gradient(graph)
     values = compiled.forward(params, batch)
-    varying = graph.data_dependent()
     for name, expected in reference.values.items():
         got = np.asarray(values[name], dtype=np.float64)
-        if name not in varying:  # returned without the batch axis (see the xfail test below)
-            got = np.broadcast_to(got, expected.shape)
         assert got.shape == expected.shape, f"{name}: forward gives shape {got.shape}, expected {expected.shape}"
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10, err_msg=f"node {name}")
     loss, _ = compiled.loss_and_grad(params, batch)
@@ -164,9 +158,6 @@ def test_compiled_gradient_equals_pytorch_autograd(family, data):
     spec = data.draw(GRAPHS[family], label="network")
     params, batch = usable_point(spec)
     graph = spec.build()
-    if not any(p.name in derive(graph).active for p in graph.params):
-        event("rejected: no parameter reaches the loss (bug 4)")
-        assume(False)
     loss, grads = compile_gradient(graph).loss_and_grad(params, batch)
     torch_loss, torch_grads = torch_loss_and_grad(graph, params, batch)
     assert loss == pytest.approx(torch_loss, rel=TORCH_TOL, abs=TORCH_TOL)
@@ -236,9 +227,9 @@ def test_expanded_gradient_equals_sympy_diff_of_the_flattened_loss(spec):
                 f"dL/d{d.name} at {point}: expanded {ours} = {a}, sympy.diff gives {expected} = {b}")
 
 
-@pytest.mark.xfail(strict=True, reason="forward() returns a node that no input reaches without the batch "
-                                       "axis its docstring promises (docs/testing.md, bug 3)")
+# ---- bugs the properties found, fixed: their minimal networks as plain regression tests ------------------
 def test_forward_gives_every_node_a_batch_axis_even_when_no_input_reaches_it():
+    """Bug 3: a node that no input reaches was returned without the batch axis forward() promises."""
     spec = GraphSpec("scalar", nodes=[("h1", sp.Symbol("w0", real=True) ** 2)], batch=3)
     spec.decls = [Decl("x0", "input", ()), Decl("w0", "param", ()), Decl("y", "input", (), "real")]
     spec.loss = (sp.Symbol("h1", real=True) - sp.Symbol("y", real=True)) ** 2 / 2
@@ -246,7 +237,6 @@ def test_forward_gives_every_node_a_batch_axis_even_when_no_input_reaches_it():
     assert compile_gradient(spec.build()).forward(params, batch)["h1"].shape == (3,)
 
 
-# ---- bugs the properties found, fixed: their minimal networks as plain regression tests ------------------
 def test_a_batch_reduced_product_with_a_reciprocal_factor_is_parenthesised():
     """Bug 9: the mean of ``t0 * (1/t1)`` was printed ``t0 @ 1/t1``, which Python reads as (t0 @ 1)/t1."""
     spec = spec_of([("input", "x", ()), ("param", "w", ())], [], "log(x**2*w**2 + 1)/4")
@@ -268,7 +258,7 @@ def test_two_parameters_with_equal_gradients_each_get_their_own():
     assert np.array_equal(grads["W"], np.zeros((2, 2)))
 
 
-# ---- open bugs the properties found, pinned to their minimal networks (docs/testing.md) -----------------
+# ---- bugs 2 and 4-7: matrices with a size-1 side (docs/testing.md) ----------------------------------------
 def spec_of(decls: list[tuple[str, str, tuple]], nodes: list[tuple[str, str]], loss: str) -> GraphSpec:
     """A spec from text, for the minimal reproductions below (names become real symbols)."""
     symbols = {name: sp.Symbol(name, real=True) for _, name, _ in decls}
@@ -282,47 +272,51 @@ def spec_of(decls: list[tuple[str, str, tuple]], nodes: list[tuple[str, str]], l
 
 
 def assert_matches_reference_and_torch(spec: GraphSpec) -> None:
-    """Forward loss against the reference evaluation, and the gradient (values and shapes) against torch."""
-    torch_eval = pytest.importorskip("symbackprop.torch_eval")
-    pytest.importorskip("torch")
+    """Forward loss against the reference evaluation; the gradient, in each parameter's declared shape,
+    against finite differences and (when installed) PyTorch autograd."""
     graph = spec.build()
     params, batch = spec.point()
-    loss, grads = compile_gradient(graph).loss_and_grad(params, batch)
+    compiled = compile_gradient(graph)
+    loss, grads = compiled.loss_and_grad(params, batch)
     assert loss == pytest.approx(float(np.mean(reference_values(spec, params, batch).losses)), rel=1e-12)
-    assert_close(grads, torch_eval.torch_loss_and_grad(graph, params, batch)[1], TORCH_TOL, "torch autograd")
+    assert {n: np.shape(g) for n, g in grads.items()} == {q.name: q.shape for q in graph.params}
+    assert_close(grads, finite_difference_gradients(compiled, params, batch), FD_TOL, "finite differences")
+    try:
+        from symbackprop.torch_eval import torch_loss_and_grad
+        assert_close(grads, torch_loss_and_grad(graph, params, batch)[1], TORCH_TOL, "torch autograd")
+    except ImportError:
+        pass
 
 
-@pytest.mark.xfail(strict=True, raises=ModelError, reason="bug 2: a 1 x 1 product becomes a scalar")
 def test_a_width_one_layer_can_feed_a_matrix_product():
+    """Bug 2: the 1 x 1 product W1 @ x was a scalar, which W2 @ h then refused."""
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (3,)), ("param", "W1", (1, 3)), ("param", "W2", (3, 1)), ("input", "y", (3,))],
         [("h", "tanh(matmul(W1, x))"), ("r", "matmul(W2, h)")], "sum((r - y)**2)/2"))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="bug 4: torch_loss_and_grad needs a parameter "
-                                                            "that reaches the loss")
 def test_torch_gradients_of_a_parameter_the_loss_does_not_use_are_zero():
+    """Bug 4: PyTorch's backward() refused a loss that no parameter reaches."""
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", ()), ("param", "w", ()), ("input", "y", ())], [("h", "2*x")], "(h - y)**2/2"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 5: dL/dW of W: [3, 1] has shape (3,)")
 def test_the_gradient_of_a_column_matrix_parameter_has_its_shape():
+    """Bug 5: dL/dW of W: [3, 1] came back with shape (3,)."""
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (3,)), ("param", "W", (3, 1)), ("input", "y", ())],
         [("h", "matmul(transpose(x), W)")], "(h - y)**2/2"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 6: x @ b.T with b: [1] printed as (N, 1, 1)")
 def test_an_outer_product_with_a_length_one_vector_gives_the_right_loss():
+    """Bug 6: x @ b.T with x, b: [1] was printed as an outer product of shape (N, 1, 1)."""
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (1,)), ("param", "b", (1,)), ("input", "y", ())],
         [("h", "matmul(x, transpose(b))")], "(h - y)**2/2"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug 7: tied 1 x 1 weights, dL/db of b: [1] "
-                                                              "has shape (1, 1)")
 def test_tied_one_by_one_weights_are_derived():
+    """Bug 7: with tied 1 x 1 weights, dL/db of b: [1] came back with shape (1, 1)."""
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (1,)), ("param", "W", (1, 1)), ("param", "b", (1,)), ("input", "y", (1,))],
         [("h", "b + matmul(W, x)"), ("h2", "matmul(transpose(W), h)")], "sum((h2 - y)**2)/2"))
