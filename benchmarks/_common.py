@@ -213,30 +213,3 @@ def limit_threads(threads: int | None):
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
-
-
-def with_early_frees(source: str) -> str:
-    """The generated module with ``del`` of each array of ``loss_and_grad`` right after its last use.
-
-    Not what codegen writes today: it measures a proposed change (dead forward values and adjoints held
-    until the function returns cost cache space on deep networks).
-    """
-    import ast
-    tree = ast.parse(source)
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "loss_and_grad")
-    assigned, last = {}, {}
-    for i, stmt in enumerate(func.body):
-        for n in ast.walk(stmt):
-            if isinstance(n, ast.Name):
-                if isinstance(n.ctx, ast.Store):
-                    assigned.setdefault(n.id, i)
-                else:
-                    last[n.id] = i
-    body = []
-    for i, stmt in enumerate(func.body):
-        body.append(stmt)
-        dead = [n for n in assigned if last.get(n) == i and n != "N"]
-        if dead and i + 1 < len(func.body) and not isinstance(func.body[i + 1], ast.Return):
-            body.append(ast.Delete([ast.Name(n, ast.Del()) for n in dead]))
-    func.body = body
-    return ast.unparse(tree)

@@ -8,8 +8,7 @@ Two networks, each at its own batch size:
 Side by side in one process: the generated module (written to a temporary directory and imported), a
 hand-written NumPy backprop (the textbook four equations, the 1/N folded into the output error), and
 PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
-when installed, and (for information) the generated module with each array deleted after its last
-use, a proposed change to codegen. NumPy candidates are interleaved; PyTorch is timed in a second block right after, beside
+when installed. NumPy candidates are interleaved; PyTorch is timed in a second block right after, beside
 the NumPy reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's threads slows both by
 up to 5x on 2 cores). The ratio column is to the hand-written NumPy; the target is <= 1.10.
 
@@ -19,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 
-from _common import (environment, import_generated, limit_threads, load_source, mlp_params, module_source, np,
-                     optional_torch, table, tanh_mlp, time_side_by_side, timing_rows, with_early_frees)
+from _common import (environment, import_generated, limit_threads, mlp_params, np,
+                     optional_torch, table, tanh_mlp, time_side_by_side, timing_rows)
 
 
 def reference_xent(params: dict, data: dict) -> tuple[float, dict]:
@@ -108,11 +107,9 @@ def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_
     data = {"x": x, "y": y}
     graph = tanh_mlp(sizes, loss)
     module = import_generated(graph)
-    freeing = load_source(with_early_frees(module_source(graph)), graph.name)
     candidates = {
         "hand-written NumPy": lambda: reference(params, data),
         "generated module": lambda: module.loss_and_grad(params, data),
-        "generated + del of dead arrays (proposed)": lambda: freeing.loss_and_grad(params, data),
     }
     torch = optional_torch()
     others = {}

@@ -104,15 +104,19 @@ class ModuleWriter:
         p, i = self.program, self.indent
         loss = self.names[p.loss]
         mean = f"np.mean({loss})" if p.loss in p.batched else loss
+        forward = p.section("forward")
+        backward = [a for a in p.assignments if a.section != "forward"]
+        frees = self.frees(forward + backward)
         lines = ["def loss_and_grad(params, data):",
                  f'{i}"""Mean loss over the batch and its gradient for every parameter (in its shape)."""',
                  *self.unpack(), f"{i}# forward pass"]
-        for a in p.section("forward"):
-            lines += self.assign(a)
-        lines += [f"{i}loss = float({mean})", f"{i}# backward pass: adjoints dL/dv, from the loss back"]
-        for a in p.assignments:
-            if a.section != "forward":
-                lines += self.assign(a)
+        for k, a in enumerate(forward):
+            lines += self.assign(a) + frees.get(k, [])
+        lines += [f"{i}loss = float({mean})",
+                  f"{i}# backward pass: adjoints dL/dv, from the loss back (each array is deleted after its",
+                  f"{i}# last use, which keeps a deep network's working set small)"]
+        for k, a in enumerate(backward, len(forward)):
+            lines += self.assign(a) + frees.get(k, [])
         grads = []
         declared = {q.name: q.shape for q in p.params + p.inputs}
         for name, sym in sorted(p.gradients.items(), key=lambda kv: list(self.names.values()).index(kv[0])):
@@ -125,6 +129,22 @@ class ModuleWriter:
         lines.append(f"{i}grads = {{{', '.join(grads)}}}")
         lines.append(f"{i}return loss, grads")
         return lines
+
+    def frees(self, assignments: list) -> dict[int, list[str]]:
+        """``del`` lines to place after the k-th assignment: the values it was the last to use.
+
+        The loss (averaged after the forward pass) and the gradients (returned) are kept.
+        """
+        kept = {self.program.loss, *self.program.gradients.values()}
+        targets = {a.target for a in assignments} - kept
+        last_use: dict = {}
+        for k, a in enumerate(assignments):
+            for s in a.expr.free_symbols & targets:
+                last_use[s] = k
+        dead: dict[int, list[str]] = {}
+        for s, k in last_use.items():
+            dead.setdefault(k, []).append(self.names[s])
+        return {k: [f"{self.indent}del {', '.join(sorted(names))}"] for k, names in dead.items()}
 
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)

@@ -13,12 +13,11 @@ One ``_print_<Type>`` method per expression type, as in SymPy's printers.
 from __future__ import annotations
 
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .printing import FunctionBases, reading_order
-from .program import batch_mean
-from .tensor import Shape, TensorOp, infer_shape, matmul, transpose
+from .tensor import Shape, infer_shape, matmul, transpose
 
 HELPERS = {
     "_softmax": '''\

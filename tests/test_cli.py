@@ -1,5 +1,4 @@
 """The command line: each command's output, and one-line errors with exit status 1 for bad input."""
-import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -99,7 +98,7 @@ def test_bad_models_give_one_line_and_exit_1(tmp_path, monkeypatch, case, comman
     extra = ["-o", "out.py"] if command == "codegen" else []
     result = run(command, "bad.toml", *extra)
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and result.output.startswith(f"Error: bad.toml: "), result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: bad.toml: "), result.output
     assert message in result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # nothing written, nothing run

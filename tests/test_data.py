@@ -1,14 +1,12 @@
 """Training data: CSV and .npz files, the synthetic teacher set, scikit-learn data sets, and the
 one-line errors that refuse bad data before any training starts."""
 import re
-import warnings
 
 import numpy as np
 import pytest
 
 from conftest import ROOT
 from symbackprop import ModelError
-from symbackprop.compile import compile_gradient
 from symbackprop.data import DataError, DataWarning, load_data, model_data
 from symbackprop.graph import UserError
 from symbackprop.modelfile import load_model, parse_model

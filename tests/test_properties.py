@@ -33,7 +33,6 @@ from symbackprop.codegen import generate_module
 from symbackprop.compile import CompiledGradient, compile_gradient
 from symbackprop.derive import derive
 from symbackprop.functions import relu, step
-from symbackprop.graph import ModelError
 from symbackprop.tensor import matmul, sum_, transpose
 
 #: finite-difference step: 4th-order central differences have truncation error ~ h**4 f^(5) / 30
