@@ -213,3 +213,14 @@ def limit_threads(threads: int | None):
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
+
+
+def check_same_results(candidates: dict[str, Callable[[], tuple]]) -> None:
+    """Every candidate computes the same loss and gradients as the first (a benchmark of wrong code
+    measures nothing)."""
+    ref_loss, ref_grads = next(iter(candidates.values()))()
+    for name, f in candidates.items():
+        loss, grads = f()
+        assert np.isclose(loss, ref_loss, rtol=1e-9), (name, loss, ref_loss)
+        for k, v in ref_grads.items():
+            assert np.allclose(grads[k], v, rtol=1e-7, atol=1e-12), (name, k, grads[k], v)

@@ -20,6 +20,8 @@ import argparse
 import statistics
 import time
 
+from sympy.core.cache import clear_cache
+
 from _common import Graph, derive, environment, generate_module, np, scalar_chain, sp, table, tanh_mlp
 
 
@@ -30,6 +32,9 @@ def measure(graph_of, depths: list[int], repeats: int) -> str:
         times = []
         for _ in range(repeats):
             graph = graph_of(depth)
+            # cold every time: SymPy's cache (1000 entries) would hold a whole small network from the
+            # previous repeat but not a large one, which made time per layer look like it grows
+            clear_cache()
             start = time.perf_counter()
             program = derive(graph).program()
             generate_module(program)
@@ -46,10 +51,14 @@ def measure(graph_of, depths: list[int], repeats: int) -> str:
     ops = np.array(list(ops_by_depth.values()), dtype=float)
     slope, intercept = np.polyfit(d, ops, 1)
     residual = np.max(np.abs(slope * d + intercept - ops) / ops)
+    ms = np.array([float(r[1]) for r in rows])
+    t_slope, t_intercept = np.polyfit(d, ms, 1)
+    t_residual = np.max(np.abs(t_slope * d + t_intercept - ms) / ms)
     headers = ["depth", "derive+codegen (ms, median)", "range (ms)", "ms per layer", "forward ops",
                "backward ops", "backward/forward", "total ops vs previous depth"]
     return (table(headers, rows) + f"\n\nLeast squares: total ops = {slope:.1f} * depth + {intercept:.1f}"
-            f" (largest relative residual {100 * residual:.1f}%).\n")
+            f" (largest relative residual {100 * residual:.1f}%); time = {t_slope:.1f} ms * depth "
+            f"{t_intercept:+.0f} ms (largest relative residual {100 * t_residual:.0f}%).\n")
 
 
 def scalar_mlp(depth: int, width: int = 3) -> Graph:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import (environment, import_generated, limit_threads, mlp_params, np,
+from _common import (check_same_results, environment, import_generated, limit_threads, mlp_params, np,
                      optional_torch, table, tanh_mlp, time_side_by_side, timing_rows)
 
 
@@ -86,16 +86,6 @@ def torch_deep(layers: int):
     return forward
 
 
-def check(candidates: dict) -> None:
-    """Every candidate computes the same numbers (a benchmark of wrong code measures nothing)."""
-    ref_loss, ref_grads = next(iter(candidates.values()))()
-    for name, f in candidates.items():
-        loss, grads = f()
-        assert np.isclose(loss, ref_loss, rtol=1e-9), (name, loss, ref_loss)
-        for k, v in ref_grads.items():
-            assert np.allclose(grads[k], v, rtol=1e-7, atol=1e-12), (name, k)
-
-
 def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_forward, repeats: int) -> str:
     rng = np.random.default_rng(0)
     params = mlp_params(sizes, rng)
@@ -115,7 +105,7 @@ def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_
     others = {}
     if torch is not None:
         others["PyTorch autograd (float64)"] = torch_candidate(torch, params, data, torch_forward)
-    check({**candidates, **others})
+    check_same_results({**candidates, **others})
     timings = time_side_by_side(candidates, repeats=repeats)
     if others:  # timed after, with the NumPy reference again: two thread pools interleaved slow both
         timings.update(time_side_by_side({**others, "hand-written NumPy (again)": candidates[

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import (environment, import_generated, np, optional_torch, seed_graph, table,
+from _common import (check_same_results, environment, import_generated, np, optional_torch, seed_graph, table,
                      time_side_by_side, timing_rows)
 from symbackprop.compile import compile_gradient
 
@@ -76,21 +76,11 @@ def run(n: int = 1_000_000, repeats: int = 9) -> str:
     torch = optional_torch()
     if torch is not None:
         candidates["PyTorch autograd (float64)"] = torch_candidate(torch, params, data)
-    check(candidates)
+    check_same_results(candidates)
     timings = time_side_by_side(candidates, repeats=repeats)
     headers, rows = timing_rows(timings, "hand-written NumPy")
     return (f"### Seed gradient, N = {n:,}\n\n{environment()}; {repeats} repeats, median.\n\n"
             + table(headers, rows) + "\n")
-
-
-def check(candidates: dict) -> None:
-    """Every candidate computes the same numbers (a benchmark of wrong code measures nothing)."""
-    ref_loss, ref_grads = next(iter(candidates.values()))()
-    for name, f in candidates.items():
-        loss, grads = f()
-        assert np.isclose(loss, ref_loss, rtol=1e-9), (name, loss, ref_loss)
-        for k, v in ref_grads.items():
-            assert np.allclose(grads[k], v, rtol=1e-7, atol=1e-12), (name, k, grads[k], v)
 
 
 if __name__ == "__main__":
