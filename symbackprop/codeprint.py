@@ -161,6 +161,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         if sa == () or sb == ():  # a 1 x 1 factor: the product is a scaling
             return self._print(sp.Mul(a, b))
         ba, bb = self.batched(a), self.batched(b)
+        if len(sa) == 2 and len(sb) == 2:  # matrix times matrix: NumPy's @ broadcasts over the batch
+            return (f"{self.parenthesize(a, PRECEDENCE['Mul'], strict=True)} @ "
+                    f"{self.parenthesize(b, PRECEDENCE['Mul'] + 1)}")
         if len(sa) == 2 and len(sb) == 1 and not ba and bb:
             # W @ x for a batch of columns x: (N, n) @ (n, m), and (N, n) @ (n,) for a row w^T or W: (1, n)
             if isinstance(a, transpose):

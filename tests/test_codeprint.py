@@ -79,6 +79,28 @@ def test_a_scalar_gradient_is_a_dot_product_over_the_batch():
 
 
 # ---- numbers against a hand-written backprop ----------------------------------------------------------
+def test_each_array_is_deleted_after_its_last_use_and_the_results_are_kept(two_layer_source):
+    body = two_layer_source.split("def loss_and_grad", 1)[1]
+    code = [line.strip() for line in body.splitlines()]
+    assert "del z1" in code[code.index("a1 = np.tanh(z1)") + 1]
+    deleted = {n.strip() for line in code if line.startswith("del ") for n in line[4:].split(",")}
+    assert {"z1", "a1", "p", "dL_dz1", "dL_dz2"} <= deleted
+    assert not deleted & {"L", "dL_dW1", "dL_db1", "dL_dW2", "dL_db2"}   # the loss and the gradients
+
+
+def test_row_and_matrix_products_print_as_numpy_matrix_products():
+    g = Graph("rows")
+    x, t = g.input("x", (3,)), g.input("t")
+    r, M, c = g.param("r", (1, 3)), g.param("M", (3, 3)), g.param("c", (3, 1))
+    u = g.node("u", r @ M)
+    g.loss("L", (sp.tanh(u @ x) + x.T @ c - t) ** 2 / 2)
+    code = lines(compile_gradient(g).source)
+    assert "u = r @ M" in code                       # (1, 3) @ (3, 3), no batch axis
+    assert "t1 = np.tanh(x @ u[0])" in code          # a row times a batch of columns: (N, 3) @ (3,)
+    assert "dL_dr = np.sum(dL_du @ M.T, axis=0)/N" in code
+    assert 'c = np.asarray(params["c"], dtype=np.float64).reshape((3,))' in code
+
+
 def reference_xent(p: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
     """The textbook four equations for a tanh + softmax cross-entropy network, written in NumPy here."""
     N = x.shape[0]
