@@ -6,6 +6,7 @@ never as a traceback.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def train(model, data_path, lr, epochs, batch_size, seed, history, plot, checkpo
         if resume and not quiet:
             click.echo(f"resuming from {checkpoint}", err=True)
         bar = nullcontext() if quiet else click.progressbar(
-            length=s["epochs"], label="epochs", show_pos=True, file=click.get_text_stream("stderr"),
+            length=s["epochs"], label="epochs", show_pos=True, file=sys.stderr,
             item_show_func=lambda text: text)
         with bar:
             def on_epoch(row):
