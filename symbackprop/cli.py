@@ -52,7 +52,7 @@ def main():
     Declare a network and its loss in a TOML model file (see examples/neuron.toml), then:
 
     \b
-      symbackprop derive MODEL     print every chain-rule step as LaTeX, Markdown or text
+      symbackprop derive MODEL     print every chain-rule step as LaTeX, Markdown, MathML/HTML or text
       symbackprop codegen MODEL    write the gradient as a NumPy-only Python module
       symbackprop train MODEL      train with w_new = w_old - eta * dL/dw
       symbackprop verify MODEL     check the symbolic gradients against numbers
@@ -61,9 +61,11 @@ def main():
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["latex", "markdown", "text"]), default="latex",
-              show_default=True, help="latex: one math line per step; markdown: $$ blocks for notebooks "
-                                      "and READMEs; text: plain text for a terminal.")
+@click.option("--format", "fmt", type=click.Choice(["latex", "markdown", "mathml", "html", "text"]),
+              default="latex", show_default=True,
+              help="latex: one math line per step; markdown: $$ blocks for notebooks and READMEs; mathml: "
+                   "one <math> element per step; html: a page a browser shows as is (symbackprop derive "
+                   "MODEL --format html > steps.html); text: plain text for a terminal.")
 @click.option("--expanded", is_flag=True,
               help="Also write each gradient with inputs and parameters only (simplified while small).")
 @click.option("--wrt", multiple=True, metavar="NAME",

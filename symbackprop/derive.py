@@ -287,7 +287,10 @@ class Derivation:
         if simplify:
             result = sp.factor_terms(result)
             if sp.count_ops(result) <= SIMPLIFY_LIMIT:
-                result = sp.simplify(result)
+                # sign(u) stays sign(u): simplify would write u/|u|, which is undefined at the kink u = 0
+                # where the derivation's convention says sign(0) = 0
+                signs = {e: sp.Dummy("sign", real=True) for e in result.atoms(sp.sign)}
+                result = sp.simplify(result.xreplace(signs)).xreplace({d: e for e, d in signs.items()})
         return result
 
     def expanded_steps(self) -> list[Step]:

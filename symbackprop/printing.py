@@ -1,4 +1,4 @@
-"""SymPy printers for network expressions: LaTeX and plain text.
+"""SymPy printers for network expressions: LaTeX, MathML and plain text.
 
 They differ from SymPy's own printers in what a network needs: they know each symbol's shape (vectors
 and matrices in bold, ``\\odot`` between elementwise tensor factors), print adjoints as
@@ -8,10 +8,13 @@ sums). One ``_print_<Type>`` method per expression type, as in SymPy.
 """
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.mathml import MathMLPresentationPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
@@ -168,3 +171,108 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
+
+
+_NAMED_ENTITY = re.compile(r"&(?!(?:amp|lt|gt|quot|apos);)[A-Za-z][A-Za-z0-9]*;")
+
+
+def _character_reference(match: re.Match) -> str:
+    return "".join(f"&#{ord(c)};" for c in html.unescape(match.group(0)))
+
+
+#: MathML names of functions whose text name is not how they are written in mathematics
+MATHML_NAMES = {"sigmoid": "\u03c3"}
+
+
+def mathml_name(text_name: str) -> str:
+    """How a function named ``text_name`` (``sigmoid``, ``tanh``) is written in MathML (``σ``, ``tanh``)."""
+    return MATHML_NAMES.get(text_name, text_name)
+
+
+class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
+    """Presentation MathML for network expressions, element for element what the LaTeX printer writes.
+
+    SymPy's MathML printers build ``xml.dom`` elements; ``doprint`` returns the markup as text.
+    """
+
+    def __init__(self, shapes: Mapping[str, Shape] | None = None, **settings):
+        MathMLPresentationPrinter.__init__(self, dict(settings))
+        self._init_shapes(shapes)
+
+    def doprint(self, expr) -> str:
+        """The markup, with SymPy's HTML entity names (``&InvisibleTimes;``) as character references,
+        so that it is well-formed XML as well as HTML."""
+        return _NAMED_ENTITY.sub(_character_reference, super().doprint(expr))
+
+    # ---- small element builders ----------------------------------------------------------------------
+    def element(self, tag: str, *children, text: str | None = None, **attributes):
+        e = self.dom.createElement(tag)
+        for k, v in attributes.items():
+            e.setAttribute(k.replace("_", "-"), v)
+        if text is not None:
+            e.appendChild(self.dom.createTextNode(text))
+        for c in children:
+            e.appendChild(c)
+        return e
+
+    def row(self, *children):
+        return self.element("mrow", *children)
+
+    def op(self, text: str):
+        return self.element("mo", text=text)
+
+    def bracketed(self, inner):
+        return self.row(self.op("("), inner, self.op(")"))
+
+    def applied(self, name: str, arg):
+        """``name(arg)``, the name upright."""
+        return self.row(self.element("mi", text=name, mathvariant="normal"), self.bracketed(self._print(arg)))
+
+    # ---- symbols -------------------------------------------------------------------------------------
+    def _print_Symbol(self, expr, style="plain"):
+        e = super()._print_Symbol(expr, style)
+        if self.shapes.get(expr.name, ()) != ():
+            base = e if e.tagName == "mi" else e.firstChild
+            base.setAttribute("mathvariant", "bold")
+        return e
+
+    def _print_Adjoint(self, expr):
+        of = self._print_Symbol(sp.Symbol(expr.of))
+        loss = self._print_Symbol(sp.Symbol(expr.loss))
+        return self.element("mfrac", self.row(self.op("\u2202"), loss), self.row(self.op("\u2202"), of))
+
+    # ---- products: scalars first, then tensors joined by the Hadamard product ------------------------------
+    def _print_Mul(self, expr):
+        scalars, tensors = self.split_factors(expr)
+        if not tensors:  # "old" is the MathML printer's word for "as given": here, reading order
+            return self._with_order("old", super()._print_Mul, sp.Mul(*scalars, evaluate=False))
+        out = self.row()
+        if scalars:
+            coeff = sp.Mul(*scalars, evaluate=False)
+            if coeff == -1:
+                out.appendChild(self.op("-"))
+            elif coeff != 1:
+                out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"]))
+        for i, t in enumerate(tensors):
+            if i:
+                out.appendChild(self.op("\u2299"))
+            out.appendChild(self.parenthesize(t, PRECEDENCE["Mul"]))
+        return out
+
+    # ---- tensor operations -----------------------------------------------------------------------------
+    def _print_matmul(self, expr):
+        return self.row(*matmul_operands(self, expr))
+
+    def _print_transpose(self, expr):
+        arg = expr.args[0]
+        base = self._print(arg) if arg.is_Atom else self.bracketed(self._print(arg))
+        return self.element("msup", base, self.op("\u22a4"))
+
+    def _print_Reduction(self, expr):
+        return self.applied(type(expr).__name__.rstrip("_"), expr.args[0])
+
+    def _print_ones(self, expr):
+        return self.element("mn", text="1", mathvariant="bold")
+
+    def _print_Elementwise(self, expr):
+        return self.applied(mathml_name(expr.text_name), expr.args[0])

@@ -1,4 +1,4 @@
-"""Render a derivation's steps as LaTeX, Markdown or plain text.
+"""Render a derivation's steps as LaTeX, Markdown, MathML, an HTML page or plain text.
 
 A renderer prints each display node of :mod:`symbackprop.steps` with one ``_print_<Class>`` method and
 delegates SymPy expressions to a printer of :mod:`symbackprop.printing`. A new format is a new
@@ -6,10 +6,12 @@ subclass of :class:`Renderer`.
 """
 from __future__ import annotations
 
+import html
+
 import sympy as sp
 
 from .functions import CONVENTIONS, prime_names
-from .printing import NetworkLatexPrinter, NetworkTextPrinter
+from .printing import NetworkLatexPrinter, NetworkMathMLPrinter, NetworkTextPrinter, mathml_name
 from .steps import Step
 
 TITLES = {
@@ -28,6 +30,8 @@ class Renderer:
     """Base renderer: one line per step, ``lhs = form = form``."""
 
     printer_class = NetworkLatexPrinter
+    #: how the renderer writes ``=`` between forms and ``+`` between the terms of a sum
+    equals, plus = " = ", " + "
 
     def __init__(self, derivation, shapes: bool = False, expanded: bool = False):
         self.derivation = derivation
@@ -50,11 +54,11 @@ class Renderer:
         return text
 
     def _print_Total(self, node):
-        return " + ".join(self.display(t) for t in node.terms)
+        return self.plus.join(self.display(t) for t in node.terms)
 
     # ---- lines ---------------------------------------------------------------------------------
     def line(self, step: Step) -> str:
-        text = " = ".join([self.display(step.lhs)] + [self.display(f) for f in step.forms])
+        text = self.equals.join([self.display(step.lhs)] + [self.display(f) for f in step.forms])
         if self.show_shapes and step.subject:
             text += self.shape_note(self.derivation.graph[step.subject].shape)
         return text
@@ -163,11 +167,72 @@ class TextRenderer(Renderer):
         return "\n".join(out)
 
 
-RENDERERS = {"latex": LatexRenderer, "markdown": MarkdownRenderer, "text": TextRenderer}
+class MathMLRenderer(Renderer):
+    """One presentation-MathML ``<math>`` element per step: browsers display it with no script or font."""
+
+    printer_class = NetworkMathMLPrinter
+    convention_form = 1
+    equals, plus = "<mo>=</mo>", "<mo>+</mo>"
+
+    def parens(self, text):
+        return f"<mrow><mo>(</mo>{text}<mo>)</mo></mrow>"
+
+    def symbol(self, name: str) -> str:
+        return self.math.doprint(self.derivation.graph.symbol(name))
+
+    def _print_Partial(self, node):
+        return (f"<mfrac><mrow><mo>&#8706;</mo>{self.symbol(node.of)}</mrow>"
+                f"<mrow><mo>&#8706;</mo>{self.symbol(node.wrt)}</mrow></mfrac>")
+
+    def _print_Prime(self, node):
+        name = html.escape(mathml_name(prime_names(node.func)[1]))
+        return (f'<mrow><msup><mi mathvariant="normal">{name}</mi><mo>&#8242;</mo></msup>'
+                f"{self.parens(self.math.doprint(node.arg))}</mrow>")
+
+    def _print_Product(self, node):
+        op = "<mo>&#8857;</mo>" if node.hadamard else "<mo>&#183;</mo>"
+        return op.join(self._factor(f) for f in node.factors)
+
+    def _print_NewValue(self, node):
+        return f"<msup>{self.math.doprint(node.param)}{self.parens('<mi>new</mi>')}</msup>"
+
+    def _print_UpdateRule(self, node):
+        return (f"<msup>{self.math.doprint(node.param)}{self.parens('<mi>old</mi>')}</msup>"
+                f"<mo>-</mo><mi>&#951;</mi>{self.math.doprint(node.gradient)}")
+
+    def shape_note(self, shape):
+        space = '<mi mathvariant="double-struck">R</mi>'
+        if shape:
+            sizes = "<mo>&#215;</mo>".join(f"<mn>{n}</mn>" for n in shape)
+            space = f"<msup>{space}<mrow>{sizes}</mrow></msup>"
+        return f'<mspace width="1em"/><mo>&#8712;</mo>{space}'
+
+    def math_element(self, step: Step) -> str:
+        return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><mrow>{self.line(step)}</mrow></math>'
+
+    def render(self) -> str:
+        out = [self.math_element(s) for s in self.steps]
+        return "\n".join(out + [f"<p>convention: {html.escape(c)}</p>" for c in self.conventions()])
+
+
+class HtmlRenderer(MathMLRenderer):
+    """A standalone HTML page: the steps as a numbered list of MathML blocks (no script, no download)."""
+
+    def render(self) -> str:
+        title = html.escape(f"Backpropagation: {self.derivation.graph.name}")
+        items = [f"<li><p>{TITLES[s.kind].capitalize()}</p>\n{self.math_element(s)}</li>" for s in self.steps]
+        notes = [f"<p>Convention: {html.escape(c)}</p>" for c in self.conventions()]
+        return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+                          f"<title>{title}</title>", "</head>", "<body>", f"<h1>{title}</h1>", "<ol>", *items,
+                          "</ol>", *notes, "</body>", "</html>"]) + "\n"
+
+
+RENDERERS = {"latex": LatexRenderer, "markdown": MarkdownRenderer, "mathml": MathMLRenderer,
+             "html": HtmlRenderer, "text": TextRenderer}
 
 
 def render(derivation, fmt: str = "latex", **options) -> str:
-    """Render ``derivation`` in ``fmt`` (latex, markdown or text)."""
+    """Render ``derivation`` in ``fmt`` (latex, markdown, mathml, html or text)."""
     try:
         cls = RENDERERS[fmt]
     except KeyError:

@@ -23,7 +23,9 @@ def test_derive_prints_the_seed_steps():
     assert r"w^{(new)} = w^{(old)} - \eta \frac{\partial L}{\partial w}" in lines
 
 
-@pytest.mark.parametrize("fmt, marker", [("markdown", "$$"), ("text", "dL/dw = dL/dz * dz/dw = dL/dz * x")])
+@pytest.mark.parametrize("fmt, marker", [("markdown", "$$"), ("text", "dL/dw = dL/dz * dz/dw = dL/dz * x"),
+                                         ("mathml", '<math xmlns="http://www.w3.org/1998/Math/MathML"'),
+                                         ("html", "<!DOCTYPE html>")])
 def test_derive_formats(fmt, marker):
     result = run("derive", NEURON, "--format", fmt)
     assert result.exit_code == 0 and marker in result.output

@@ -148,3 +148,14 @@ def test_a_parameter_the_loss_does_not_use_has_a_zero_gradient():
     d = derive(g)
     assert d.gradients["v"] == 0
     assert any(s.subject == "v" and s.kind == "param" for s in d.steps)
+
+
+def test_the_expanded_gradient_of_abs_keeps_sign_and_is_defined_at_the_kink():
+    """simplify would write sign(u) as u/|u|, which is 0/0 at u = 0, where the convention gives 0."""
+    g = Graph("abs")
+    x, y = g.inputs("x y")
+    w = g.param("w")
+    g.loss("L", (sp.Abs(w * x) - y) ** 2 / 2)
+    expanded = derive(g).expanded("w")
+    assert expanded.has(sp.sign)
+    assert expanded.subs({x: 0, y: 1, w: 2}) == 0

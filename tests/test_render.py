@@ -1,4 +1,7 @@
 """Rendering: the seed's LaTeX lines exactly, well-formed LaTeX for every format, and notebook display."""
+from html.parser import HTMLParser
+from xml.etree import ElementTree
+
 import pytest
 
 from symbackprop import derive
@@ -72,5 +75,69 @@ def test_jupyter_shows_an_aligned_block():
 
 
 def test_unknown_format_is_refused():
-    with pytest.raises(ValueError, match="unknown format 'html'"):
-        derive(seed_graph()).to("html")
+    with pytest.raises(ValueError, match="unknown format 'rtf'"):
+        derive(seed_graph()).to("rtf")
+
+
+# ---- MathML and HTML ------------------------------------------------------------------------------------
+MATHML = "{http://www.w3.org/1998/Math/MathML}"
+
+
+def mathml_elements(text: str) -> list:
+    """Each line of ``text`` that is a <math> element, parsed (raises on malformed XML)."""
+    return [ElementTree.fromstring(line) for line in text.splitlines() if line.startswith("<math")]
+
+
+def spoken(element) -> str:
+    """The characters of a MathML element in document order, separated by spaces."""
+    return " ".join(t.strip() for t in element.itertext() if t.strip())
+
+
+@pytest.mark.parametrize("make", [seed_graph, two_layer_graph, shared_weight_graph])
+@pytest.mark.parametrize("options", [{}, {"expanded": True}, {"shapes": True}])
+def test_every_mathml_step_is_well_formed_presentation_mathml(make, options):
+    d = derive(make())
+    elements = mathml_elements(d.to("mathml", **options))
+    assert len(elements) == len(d.steps) + (len(d.expanded_steps()) if options.get("expanded") else 0)
+    for e in elements:
+        assert e.tag == MATHML + "math" and e.get("display") == "block"
+
+
+def test_seed_mathml_reads_as_the_textbook_steps():
+    steps = [spoken(e) for e in mathml_elements(derive(seed_graph()).to("mathml"))]
+    assert steps[0] == "\u2202 L \u2202 a = a - y"
+    assert steps[1] == "\u2202 a \u2202 z = \u03c3 \u2032 ( z ) = \u03c3 ( z ) \u2062 ( 1 - \u03c3 ( z ) )"
+    assert steps[3] == "\u2202 L \u2202 w = \u2202 L \u2202 z \u00b7 \u2202 z \u2202 w = \u2202 L \u2202 z \u00b7 x"
+    assert steps[5] == "w ( new ) = w ( old ) - \u03b7 \u2202 L \u2202 w"
+
+
+def test_mathml_of_a_layer_has_bold_tensors_transposes_and_hadamard_products():
+    from test_layers import sigmoid_mlp
+    text = derive(sigmoid_mlp([3, 4, 2])).to("mathml", shapes=True)
+    assert '<mi mathvariant="bold">W</mi>' in text
+    assert "<mo>&#8868;</mo>" in text        # the transpose of a^T
+    assert "<mo>&#8857;</mo>" in text        # the Hadamard product
+    assert '<mi mathvariant="double-struck">R</mi>' in text
+
+
+def test_html_is_a_page_with_one_numbered_mathml_block_per_step_and_an_escaped_title():
+    g = seed_graph()
+    g.name = "neuron <script>alert(1)</script> & co"
+    page = derive(g).to("html")
+    parser = _Tags()
+    parser.feed(page)
+    assert parser.tags.count("math") == parser.tags.count("li") == len(derive(g).steps)
+    assert "script" not in parser.tags
+    assert "<title>Backpropagation: neuron &lt;script&gt;alert(1)&lt;/script&gt; &amp; co</title>" in page
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    for block in page.split("<math")[1:]:
+        ElementTree.fromstring("<math" + block.split("</math>")[0] + "</math>")
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
