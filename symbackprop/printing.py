@@ -160,14 +160,13 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
     def _print_transpose(self, expr):
         return self.parenthesize(expr.args[0], PRECEDENCE["Atom"], strict=True) + ".T"
 
-    def _print_Reduction(self, expr):
-        return f"{type(expr).__name__.rstrip('_')}({self._print(expr.args[0])})"
-
     def _print_ones(self, expr):
         return f"ones({', '.join(str(n) for n in expr.args)})"
 
     def _print_Elementwise(self, expr):
         return f"{expr.text_name}({self._print(expr.args[0])})"
+
+    _print_Reduction = _print_Elementwise  # sum(v), softmax(v): a name and its argument, as functions
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
@@ -268,11 +267,10 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         base = self._print(arg) if arg.is_Atom else self.bracketed(self._print(arg))
         return self.element("msup", base, self.op("\u22a4"))
 
-    def _print_Reduction(self, expr):
-        return self.applied(type(expr).__name__.rstrip("_"), expr.args[0])
-
     def _print_ones(self, expr):
         return self.element("mn", text="1", mathvariant="bold")
 
     def _print_Elementwise(self, expr):
         return self.applied(mathml_name(expr.text_name), expr.args[0])
+
+    _print_Reduction = _print_Elementwise  # sum(v), softmax(v): a name and its argument, as functions

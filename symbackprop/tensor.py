@@ -164,6 +164,11 @@ class Reduction(TensorOp):
 
     nargs = 1
 
+    @property
+    def text_name(self) -> str:
+        """The name a model file calls it by (``sum`` for the class ``sum_``), as the printers write it."""
+        return type(self).__name__.rstrip("_")
+
 
 class sum_(Reduction):
     """Sum of all elements."""
