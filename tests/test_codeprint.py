@@ -151,3 +151,19 @@ def test_the_gradient_program_grows_linearly_with_depth(mlp_programs):
         assert 1.8 <= total[depth] / total[depth // 2] <= 2.2, total
     per_layer = [total[d] / d for d in total]
     assert max(per_layer) / min(per_layer) < 1.3, total
+
+
+def test_an_elementwise_product_with_a_matrix_product_keeps_its_brackets():
+    """Bug 10: ``v * (W @ x)`` was printed ``v*x @ W.T``, which Python reads as ``(v*x) @ W.T``."""
+    g = Graph("gate")
+    x, v = g.input("x", (3,)), g.input("v", (3,))
+    W = g.param("W", (3, 3))
+    g.node("h", v * (W @ x))
+    g.loss("L", sum_(g.symbol("h")))
+    compiled = compile_gradient(g)
+    assert "h = v*(x @ W.T)" in lines(compiled.source)
+    rng = np.random.default_rng(0)
+    W0, xs, vs = rng.normal(size=(3, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    loss, grads = compiled.loss_and_grad({"W": W0}, {"x": xs, "v": vs})
+    assert loss == pytest.approx(np.mean(np.sum(vs * (xs @ W0.T), axis=1)), rel=1e-12)
+    np.testing.assert_allclose(grads["W"], vs.T @ xs / 4, rtol=1e-12)
