@@ -343,7 +343,7 @@ def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
     draw = b.draw
     kind = draw(st.sampled_from(["linear", "unary", "hadamard", "scale", "skip", "div", "softmax",
                                  "log_softmax", "logsumexp", "sum", "mean", "quadratic", "inner",
-                                 "outer", "row"]))
+                                 "outer", "row", "gate"]))
     if kind == "linear":  # W @ a + b, or a tied W.T @ a where a weight of the transposed shape exists
         m = _size(b)
         tied = [b.spec.symbol(d.name) for d in b.spec.of_kind("param") if d.shape == (n, m)]
@@ -371,9 +371,12 @@ def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
         return sum_(a)
     if kind == "mean":
         return mean(a)
-    if kind == "quadratic" and n > 1:  # a.T @ (W @ a); for n = 1, W @ a is a scalar (docs/testing.md)
+    if kind == "quadratic":  # a.T @ (W @ a)
         return matmul(transpose(a), matmul(b.param((n, n)), a))
-    if kind in ("inner", "quadratic"):
+    if kind == "gate":  # a Hadamard product with a bare matrix product, g * (W @ a) (bug 10)
+        m = _size(b)
+        return b.pick_or_param((m,)) * matmul(b.param((m, n)), a)
+    if kind == "inner":
         return matmul(transpose(a), b.pick_or_param((n,)))
     if kind == "outer":  # a column times a row: a matrix node
         return matmul(a, transpose(b.pick_or_param((_size(b),))))
