@@ -89,7 +89,11 @@ def derive(model, fmt, expanded, wrt, shapes):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Python file to write (for example grad.py).")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT even if symbackprop did not write it.")
-def codegen(model, output, force):
+@click.option("--check-shapes/--no-check-shapes", default=None,
+              help="After every assignment, check the array's shape against the derivation's and stop at the "
+                   "first that differs, naming the line and both shapes (for testing; default: on when the "
+                   "environment variable SYMBACKPROP_CHECK_SHAPES=1).")
+def codegen(model, output, force, check_shapes):
     """Write the loss and gradients of MODEL as a standalone Python module that needs only NumPy.
 
     The module defines loss_and_grad(params, data) -> (mean loss, grads) and forward(params, data);
@@ -100,7 +104,7 @@ def codegen(model, output, force):
     path = Path(output)
     with user_errors():
         m = load(model)
-        source = generate_module(derive_gradients(m.graph).program(), source=model)
+        source = generate_module(derive_gradients(m.graph).program(), source=model, check_shapes=check_shapes)
         refuse_to_overwrite(path, force)
         write_text_atomically(path, source)
     click.echo(f"wrote {path} ({len(source.splitlines())} lines)", err=True)
