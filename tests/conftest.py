@@ -21,7 +21,7 @@ try:
 
     settings.register_profile("default", max_examples=40, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("long", max_examples=1000, deadline=None,
+    settings.register_profile("long", max_examples=1200, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
     settings.load_profile(os.environ.get("SYMBACKPROP_PROFILE", "default"))
 except ImportError:  # pragma: no cover

@@ -13,7 +13,7 @@ import pytest
 import sympy as sp
 from hypothesis import assume, event
 
-from strategies import Decl, GraphSpec, default_batch_sizes, reference_values
+from strategies import Decl, GraphSpec, reference_values, smallest_prime_above
 from symbackprop.codegen import generate_module
 from symbackprop.compile import CompiledGradient, compile_gradient
 from symbackprop.derive import derive
@@ -182,14 +182,14 @@ def batch_size(data: dict) -> int:
 def spec_of(decls: list[tuple[str, str, tuple]], nodes: list[tuple[str, str]], loss: str,
             batches: tuple[int, ...] | None = None) -> GraphSpec:
     """A spec from text (names become real symbols; the functions of model files), run at ``batches``:
-    by default 1, its largest side and the smallest prime above every side (:func:`default_batch_sizes`)."""
+    by default 1, each of its sides and the smallest prime above every side."""
     symbols = {name: sp.Symbol(name, real=True) for _, name, _ in decls}
     symbols.update({name: sp.Symbol(name, real=True) for name, _ in nodes})
     namespace = {**symbols, **FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "transpose": transpose}
     spec = GraphSpec("minimal", [Decl(n, k, s, "real" if n == "y" else "") for k, n, s in decls])
     spec.nodes = [(name, sp.sympify(text, locals=namespace)) for name, text in nodes]
     spec.loss = sp.sympify(loss, locals=namespace)
-    spec.batches = batches or default_batch_sizes(spec)
+    spec.batches = batches or tuple(sorted({1, *spec.sides, smallest_prime_above(max(spec.sides))}))
     return spec
 
 

@@ -136,13 +136,8 @@ def batch_sizes(draw, spec: GraphSpec) -> tuple[int, ...]:
     At N = 1 and at N equal to a side, an array of a wrong shape can broadcast into a result of the
     right size (an (N, n, 1) against an (N, n), for instance); at a prime above every side it cannot.
     """
-    return default_batch_sizes(spec, draw(st.sampled_from(sorted(spec.sides))))
-
-
-def default_batch_sizes(spec: GraphSpec, side: int | None = None) -> tuple[int, ...]:
-    """1, ``side`` (default: the largest side), and the smallest prime larger than every side."""
-    largest = max(spec.sides)
-    return tuple(sorted({1, largest if side is None else side, smallest_prime_above(largest)}))
+    sides = sorted(spec.sides)
+    return tuple(sorted({1, draw(st.sampled_from(sides)), smallest_prime_above(sides[-1])}))
 
 
 # ---- the reference evaluation ------------------------------------------------------------------------
