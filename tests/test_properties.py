@@ -164,3 +164,10 @@ def test_tied_one_by_one_weights_are_derived():
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (1,)), ("param", "W", (1, 1)), ("param", "b", (1,)), ("input", "y", (1,))],
         [("h", "b + matmul(W, x)"), ("h2", "matmul(transpose(W), h)")], "sum((h2 - y)**2)/2"))
+
+
+def test_a_matrix_product_with_a_zero_factor_keeps_its_shape_and_batch_axis():
+    """Bug 14: ``0 @ W`` and ``s @ 0`` printed as the scalar 0 (found by the shape checks): np.zeros now."""
+    assert_matches_reference_and_torch(spec_of(
+        [("input", "s", ()), ("param", "W", (1, 2)), ("param", "w", ()), ("input", "y", (1, 2))],
+        [("h", "matmul(0, W)"), ("k", "matmul(s, 0)")], "sum((h + k + w*W - y)**2)/2"))
