@@ -53,7 +53,10 @@ def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
 ''',
 }
 
-ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign"}
+#: SymPy's own elementwise functions. sin, cos and atan2 come from SymPy's derivative of |u| where it cannot
+#: tell that u is real (|sqrt(v)|' has atan2(0, v), which is 0 for v > 0).
+ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign",
+               sp.sin: "np.sin", sp.cos: "np.cos", sp.atan2: "np.arctan2"}
 
 # ---- Python's operator precedence (the language reference, "Operator precedence"), lowest first ----------
 LOWEST = 0  # anything else (and text of unknown precedence): always bracketed as an operand
@@ -276,7 +279,8 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         name = ELEMENTWISE.get(type(expr))
         if name is None:
             return super()._print_Function(expr)
-        return self.call(name, self._print(expr.args[0]))
+        rank = len(self.shape(expr))
+        return self.call(name, *(self.operand(a, rank) for a in expr.args))
 
     # ---- tensor operations ---------------------------------------------------------------------------
     def _print_matmul(self, expr):

@@ -171,3 +171,11 @@ def test_a_matrix_product_with_a_zero_factor_keeps_its_shape_and_batch_axis():
     assert_matches_reference_and_torch(spec_of(
         [("input", "s", ()), ("param", "W", (1, 2)), ("param", "w", ()), ("input", "y", (1, 2))],
         [("h", "matmul(0, W)"), ("k", "matmul(s, 0)")], "sum((h + k + w*W - y)**2)/2"))
+
+
+def test_the_gradient_of_the_absolute_value_of_a_square_root_runs():
+    """Bug 16: SymPy differentiates |sqrt(u)| for a u it cannot tell is real into sin, cos and atan2(0, u),
+    which the printer did not know (NameError: atan2); they print as np.sin, np.cos, np.arctan2."""
+    assert_matches_reference_and_torch(spec_of(
+        [("input", "x", (2,)), ("param", "w", ()), ("input", "y", ())],
+        [("h", "abs(sqrt(sum(x*x)*w**2 + 1))")], "(h - y)**2/2"))
