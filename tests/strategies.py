@@ -524,7 +524,7 @@ class TensorBuilder(Builder):
         if shape:
             forms += ["transpose", "reduction"]
         if len(shape) == 1:
-            forms += ["softmax", "normalise", "cosine"]
+            forms += ["softmax", "normalise", "cosine", "normalise", "cosine"]  # normalisations twice as often
         kind = draw(st.sampled_from(forms))
         sub = lambda s=shape: self.expression(s, depth)  # noqa: E731
         swap = lambda u, v: (u, v) if draw(st.booleans()) else (v, u)  # noqa: E731
@@ -539,8 +539,8 @@ class TensorBuilder(Builder):
         if kind == "difference":
             u, v = swap(a, sub(self.either(shape)))
             return u - v
-        if kind == "scaling":
-            return sub(()) * a
+        if kind == "scaling":  # by a per-sample (or fixed) scalar expression, never a bare quantity
+            return self.expression((), max(depth, 1)) * a
         if kind == "product":
             return a * sub(self.either(shape))
         if kind == "quotient":
