@@ -48,13 +48,9 @@ def _arrays(params, data):
     for given, declared, kind in ((params, PARAMS, "parameter"), (data, INPUTS, "input")):
         if not isinstance(given, Mapping):
             raise ValueError(f"the {kind}s must be a dict from name to array, got {type(given).__name__}")
-        for name in given:
-            if name not in declared:
-                raise ValueError(f"unknown {kind} {name!r} (the model's {kind}s: {', '.join(declared) or 'none'})")
+        if given.keys() != declared.keys():
+            _name_error(given, declared, kind)
         for name, shape in declared.items():
-            expected = shape if kind == "parameter" else _batch_shape(shape)
-            if name not in given:
-                raise ValueError(f"{kind} {name!r} is missing (expected an array of shape {expected})")
             try:
                 arrays[name] = value = np.asarray(given[name], dtype=np.float64)
             except (TypeError, ValueError) as e:
@@ -62,8 +58,8 @@ def _arrays(params, data):
             if kind == "parameter" and value.shape != shape:
                 raise ValueError(f"parameter {name!r} has shape {value.shape}, expected {shape}")
             if kind == "input" and (value.ndim != len(shape) + 1 or value.shape[1:] != shape):
-                raise ValueError(f"input {name!r} has shape {value.shape}, expected {expected}: N samples "
-                                 f"along a leading batch axis, each of shape {shape}")
+                raise ValueError(f"input {name!r} has shape {value.shape}, expected {_batch_shape(shape)}: "
+                                 f"N samples along a leading batch axis, each of shape {shape}")
     sizes = {name: arrays[name].shape[0] for name in INPUTS}
     N = next(iter(sizes.values()), 1)
     for name, n in sizes.items():
@@ -74,6 +70,16 @@ def _arrays(params, data):
     if N == 0:
         raise ValueError(f"input {next(iter(sizes))!r} has no samples (N = 0)")
     return arrays, N
+
+
+def _name_error(given, declared, kind):
+    for name in given:
+        if name not in declared:
+            raise ValueError(f"unknown {kind} {name!r} (the model's {kind}s: {', '.join(declared) or 'none'})")
+    for name, shape in declared.items():
+        if name not in given:
+            expected = shape if kind == "parameter" else _batch_shape(shape)
+            raise ValueError(f"{kind} {name!r} is missing (expected an array of shape {expected})")
 
 
 def _batch_shape(shape):
