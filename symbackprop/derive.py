@@ -18,7 +18,7 @@ from math import prod
 
 import sympy as sp
 
-from .functions import prime_names
+from .functions import prime_names, sigmoid
 from .graph import Graph, ModelError
 from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
 from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
@@ -71,8 +71,32 @@ def vjp(expr: sp.Expr, u: sp.Symbol, g: sp.Expr, shape_of: Shapes) -> sp.Expr:
     return total
 
 
+def _complementary_sigmoids(expr: sp.Expr) -> sp.Expr:
+    """``sigmoid(-u) = 1 - sigmoid(u)`` where that makes ``expr`` shorter and keeps it linear in sigmoids.
+
+    The stable binary cross-entropy ``y softplus(-z) + (1 - y) softplus(z)`` has the derivative
+    ``-y sigmoid(-z) + (1 - y) sigmoid(z)``, which is ``sigmoid(z) - y``: the form textbooks (and
+    PyTorch's ``binary_cross_entropy_with_logits``) use. Products of sigmoids are left factored.
+    """
+    flipped = {s: 1 - sigmoid(-s.args[0]) for s in expr.atoms(sigmoid) if s.args[0].could_extract_minus_sign()}
+    if not flipped or sp.count_ops(expr) > SIMPLIFY_LIMIT:
+        return expr
+    candidate = sp.factor_terms(sp.expand_mul(expr.xreplace(flipped)))
+
+    def linear(s):
+        try:
+            return sp.degree(candidate, s) <= 1
+        except sp.PolynomialError:
+            return False
+
+    if sp.count_ops(candidate) < sp.count_ops(expr) and all(linear(s) for s in candidate.atoms(sigmoid)):
+        return candidate
+    return expr
+
+
 def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> sp.Expr:
-    """Remove the ``ones`` a broadcast leaves behind, and use ``sum(y) = 1`` for one-hot inputs."""
+    """Remove the ``ones`` a broadcast leaves behind, use ``sum(y) = 1`` for one-hot inputs, and write
+    complementary sigmoids as one (:func:`_complementary_sigmoids`)."""
     def is_ones_product(e):
         return isinstance(e, sp.Mul) and any(isinstance(f, ones) for f in e.args)
 
@@ -98,6 +122,7 @@ def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> 
     expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     expr = expr.replace(is_ones_product, drop_ones)
     expr = expr.replace(sum_of_broadcast, count)
+    expr = _complementary_sigmoids(expr)
     return expr.xreplace(unit_sums) if unit_sums else expr
 
 
