@@ -366,6 +366,25 @@ class Derivation:
             self._weights = weight
         return self._weights
 
+    def _used_definitions(self, expr: sp.Expr) -> set[sp.Symbol]:
+        """The node and adjoint symbols that ``expr`` uses, directly or through their definitions."""
+        used: set[sp.Symbol] = set()
+        pending = list(expr.free_symbols)
+        while pending:
+            s = pending.pop()
+            if s in used:
+                continue
+            q = self.graph.quantities.get(s.name)
+            if isinstance(s, Adjoint) and s.of in self.active:
+                definition = self.adjoint_value(s.of)
+            elif q is not None and q.expr is not None:
+                definition = q.expr
+            else:
+                continue
+            used.add(s)
+            pending.extend(definition.free_symbols)
+        return used
+
     def expanded_size(self, name: str) -> int:
         """Operations the expanded form of dL/d(name) would have, counted without building it.
 
@@ -385,12 +404,17 @@ class Derivation:
         if limit is not None and size > limit:
             raise ExpansionTooLarge(name, size, limit)
         g = self.graph
-        values = g.flattened()
+        gradient = self.adjoint_value(name)
+        used = self._used_definitions(gradient)  # only these: another branch may be huge
+        values: dict[sp.Symbol, sp.Expr] = {}
+        for q in g.computed:  # node symbols -> values, forward
+            if q.symbol in used:
+                values[q.symbol] = q.expr.xreplace(values)
         adjoints: dict[sp.Symbol, sp.Expr] = {}
         for q in reversed(g.computed):  # adjoint symbols -> values, from the loss back
-            if q.name in self.active and q.name != self.loss:
+            if self.adjoint(q.name) in used:
                 adjoints[self.adjoint(q.name)] = self.adjoint_value(q.name).xreplace(adjoints)
-        result = self.adjoint_value(name).xreplace(adjoints).xreplace(values)
+        result = gradient.xreplace(adjoints).xreplace(values)
         if simplify:
             result = sp.factor_terms(result)
             if sp.count_ops(result) <= SIMPLIFY_LIMIT:

@@ -65,6 +65,16 @@ def test_a_five_step_gru_would_expand_to_millions_of_operations():
     assert min(sizes.values()) > 10 ** 5 and max(sizes.values()) > 5 * 10 ** 6
 
 
+def test_a_huge_branch_the_gradient_does_not_use_is_not_expanded():
+    """Only the nodes a gradient uses are substituted: a 25-node chain beside the loss (5e12 operations
+    expanded) does not stand in the way of dL/dv = 2 x (v x - y)."""
+    text = reused_chain_text(25).replace("w = { init = 0.5 }", "w = { init = 0.5 }\nv = {}")
+    g = parse_model(text.replace('L = "(n25 - y)**2"', 'L = "(v*x - y)**2"'), "m.toml").graph
+    x, y, v = (g.symbol(n) for n in "x y v".split())
+    d = derive(g)
+    assert d.expanded("v") == 2 * x * (v * x - y)
+
+
 def test_about_writes_large_counts_with_an_exponent():
     assert [about(n) for n in (7, 4096, 999_999, 5_300_000, 17 * 10 ** 12)] == \
         ["7", "4,096", "999,999", "5.3e6", "1.7e13"]
