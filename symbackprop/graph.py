@@ -101,6 +101,8 @@ class Graph:
     name: str = "network"
     quantities: dict[str, Quantity] = field(default_factory=dict)
     loss_name: str | None = None
+    #: indices into :data:`symbackprop.stable.RULES` of the stable forms its definitions were rewritten to
+    stable_rules: set[int] = field(default_factory=set)
 
     # ---- declaring -------------------------------------------------------------------------------
     def input(self, name: str, shape: Shape = (), onehot: bool = False, where: str | None = None) -> TensorSymbol:
@@ -143,12 +145,14 @@ class Graph:
         return symbol
 
     def _define(self, name: str, expr: Any, kind: str, where: str) -> TensorSymbol:
-        expr = stable_forms(self._adopt(expr, where), self._definition, self.shapes)
+        applied: set[int] = set()
+        expr = stable_forms(self._adopt(expr, where), self._definition, self.shapes, applied)
         try:
             shape = infer_shape(expr, self.shapes)
         except ShapeError as e:
             raise ModelError(where, str(e)) from None
         symbol = self._declare(name, shape, kind, where, expr=expr)
+        self.stable_rules |= applied
         return symbol
 
     def _adopt(self, expr: Any, where: str) -> sp.Expr:

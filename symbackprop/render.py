@@ -13,6 +13,7 @@ import sympy as sp
 from .derive import EXPAND_LIMIT
 from .functions import CONVENTIONS, prime_names
 from .printing import NetworkLatexPrinter, NetworkMathMLPrinter, NetworkTextPrinter, mathml_name
+from .stable import rules_used
 from .steps import Step
 
 TITLES = {
@@ -71,8 +72,19 @@ class Renderer:
     convention_form = 0
 
     def conventions(self) -> list[str]:
-        used = {type(e) for q in self.derivation.graph.computed for e in sp.preorder_traversal(q.expr)}
-        return [c[self.convention_form] for f, c in CONVENTIONS.items() if f in used]
+        """Conventions at points without a derivative, and the stable forms the model is computed in."""
+        graph = self.derivation.graph
+        used = {type(e) for q in graph.computed for e in sp.preorder_traversal(q.expr)}
+        notes = [c[self.convention_form] for f, c in CONVENTIONS.items() if f in used]
+        return notes + [self.stable_form(written, computed) for written, computed in rules_used(graph.stable_rules)]
+
+    def stable_form(self, written: sp.Expr, computed: sp.Expr) -> str:
+        """One stable-form rule, in the same form (LaTeX or text) as the conventions."""
+        if self.convention_form == 0:
+            latex = NetworkLatexPrinter()
+            return rf"{latex.doprint(written)} \text{{ is computed as }} {latex.doprint(computed)}"
+        text = NetworkTextPrinter()
+        return f"{text.doprint(written)} is computed as {text.doprint(computed)}"
 
     def notices(self) -> list[str]:
         """Plain-text lines about what is not shown (an expanded form over its limit)."""

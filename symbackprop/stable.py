@@ -84,9 +84,10 @@ def match(pattern: sp.Expr, expr: sp.Expr, definition: Definition, bound: dict |
     return None
 
 
-def _rewrite_once(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbol, Shape]) -> sp.Expr:
+def _rewrite_once(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbol, Shape],
+                  applied: set[int]) -> sp.Expr:
     """The stable form of ``expr`` by the first rule that matches its top (and gives valid shapes)."""
-    for pattern, stable in RULES:
+    for index, (pattern, stable) in enumerate(RULES):
         if pattern.func != expr.func:
             continue
         bound = match(pattern, expr, definition)
@@ -97,16 +98,20 @@ def _rewrite_once(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symb
             infer_shape(result, shapes)  # softmax and logsumexp take vectors only: not formed from a matrix
         except ShapeError:
             continue
+        applied.add(index)
         return result
     return expr
 
 
-def stable_forms(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbol, Shape]) -> sp.Expr:
-    """``expr`` with every unstable form of :data:`RULES` replaced, innermost first.
+def stable_forms(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbol, Shape],
+                 applied: set[int] | None = None) -> sp.Expr:
+    """``expr`` with every unstable form of :data:`RULES` replaced, the whole before its parts and after.
 
     ``definition`` gives the definition of a node symbol (None for other symbols), so that forms
-    written through nodes and aliases are found; ``shapes`` gives every symbol's shape.
+    written through nodes and aliases are found; ``shapes`` gives every symbol's shape. The index in
+    :data:`RULES` of every rule used is added to ``applied``, so a derivation can say what it computes.
     """
+    applied = set() if applied is None else applied
     memo: dict[sp.Expr, sp.Expr] = {}
 
     def visit(e: sp.Expr) -> sp.Expr:
@@ -115,10 +120,16 @@ def stable_forms(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbo
         if e not in memo:
             # the whole form first (exp(z)/(1 + exp(z)) before its 1/(1 + exp(z))), then its parts, then the
             # whole again (log(1/(1 + exp(-z))) is log(sigmoid(z)) only once its argument is rewritten)
-            top = _rewrite_once(e, definition, shapes)
+            top = _rewrite_once(e, definition, shapes, applied)
             args = tuple(visit(a) for a in top.args)
             rebuilt = top.func(*args) if args != top.args else top
-            memo[e] = rebuilt if rebuilt.is_Atom else _rewrite_once(rebuilt, definition, shapes)
+            memo[e] = rebuilt if rebuilt.is_Atom else _rewrite_once(rebuilt, definition, shapes, applied)
         return memo[e]
 
     return visit(expr)
+
+
+def rules_used(applied: set[int]) -> list[tuple[sp.Expr, sp.Expr]]:
+    """The rules of ``applied`` (indices), in table order, each written with the symbol ``u``."""
+    shown = {u: sp.Symbol("u")}  # no assumptions: log(exp(u)) stays as written
+    return [(RULES[i][0].xreplace(shown), RULES[i][1].xreplace(shown)) for i in sorted(applied)]

@@ -246,3 +246,19 @@ def test_the_derivation_of_binary_cross_entropy_is_the_textbook_sigmoid_minus_y(
 def test_the_derivation_of_log_sigmoid_is_sigmoid_minus_one():
     d = derive(model('z = "w*x + b"', "-log(sigmoid(z))", head=SCALAR))
     assert "dL/dz = sigmoid(z) - 1" in d.to("text")
+
+
+def test_the_derivation_says_which_stable_forms_it_computes():
+    text = derive(model(*BCE["written out"], head=SCALAR)).to("text")
+    notes = [line for line in text.splitlines() if line.startswith("convention: ")]
+    assert notes == ["convention: 1/(exp(u) + 1) is computed as sigmoid(-u)",
+                     "convention: log(sigmoid(u)) is computed as -softplus(-u)",
+                     "convention: log(1 - sigmoid(u)) is computed as -softplus(u)"]
+    latex = derive(model(*BCE["through a node"], head=SCALAR)).to("latex")
+    assert r"\log{\left(\sigma(u) \right)} \text{ is computed as } - \operatorname{softplus}\left(- u\right)" in latex
+
+
+def test_a_model_without_unstable_forms_has_no_stable_form_note():
+    graph = model('z = "w*x + b"\na = "sigmoid(z)"', "(a - y)**2/2", head=SCALAR)
+    assert graph.stable_rules == set()
+    assert "computed as" not in derive(graph).to("text")
