@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from math import prod
 
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from .functions import prime_names, sigmoid
 from .graph import Graph, ModelError, UserError
@@ -63,7 +64,7 @@ def shortest_form(expr: sp.Expr) -> sp.Expr:
     for rewrite in (sp.cancel, sp.together, sp.powsimp, lambda e: sp.factor_terms(sp.expand_mul(e))):
         try:
             candidates.append(rewrite(expr))
-        except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+        except (BasePolynomialError, NotImplementedError, TypeError, ValueError):
             continue
     return min(candidates, key=sp.count_ops)
 
@@ -143,7 +144,7 @@ def _complementary_sigmoids(expr: sp.Expr) -> sp.Expr:
     def linear(s):
         try:
             return sp.degree(candidate, s) <= 1
-        except sp.PolynomialError:
+        except BasePolynomialError:
             return False
 
     if sp.count_ops(candidate) < sp.count_ops(expr) and all(linear(s) for s in candidate.atoms(sigmoid)):

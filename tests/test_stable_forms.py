@@ -96,10 +96,11 @@ def bce_reference(p, d):
 
 
 @pytest.mark.parametrize("spelling", BCE)
-def test_binary_cross_entropy_is_stable_and_exact_however_it_is_written(spelling):
+@pytest.mark.parametrize("batch", [1, 7])
+def test_binary_cross_entropy_is_stable_and_exact_however_it_is_written(spelling, batch):
     graph = model(*BCE[spelling], head=SCALAR)
     assert not graph["L"].expr.has(sp.log), graph["L"].expr
-    assert_matches_reference(graph, bce_reference, *SCALAR_POINT)
+    assert_matches_reference(graph, bce_reference, *first_rows(SCALAR_POINT, batch))
 
 
 def test_binary_cross_entropy_becomes_softplus_of_the_logit():
@@ -109,17 +110,26 @@ def test_binary_cross_entropy_becomes_softplus_of_the_logit():
 
 
 VECTOR = '[inputs]\nx = { shape = [3] }\ny = { shape = [2] }\n[params]\nW = { shape = [2, 3] }\nb = { shape = [2] }'
-#: z = W x + b: each row of the batch holds a logit of +1000 and one of -1000
+#: z = W x + b: the rows hold logits of +1000 and -1000 with every label, then ordinary ones
 VECTOR_POINT = ({"W": np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), "b": np.array([0.0, 0.5])},
-                {"x": np.array([[1000.0, -1000.0, 0.3], [-1000.0, 1000.0, 0.3], [0.4, -1.2, 2.0]]),
-                 "y": np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])})
+                {"x": np.array([[1000.0, -1000.0, 0.3], [-1000.0, 1000.0, 0.3], [1000.0, -1000.0, 2.0],
+                                [0.4, -1.2, 2.0], [-0.7, 0.1, 1.0]]),
+                 "y": np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])})
+#: batch sizes 1, a side of the model (2 and 3), and a prime larger than every side
+BATCHES = [1, 2, 3, 5]
+
+
+def first_rows(point, n):
+    params, data = point
+    return params, {k: v[:n] for k, v in data.items()}
 
 
 @pytest.mark.parametrize("nodes, loss", [
     ('z = "W @ x + b"\na = "sigmoid(z)"\nq = "a"', "-sum(y*log(q) + (1 - y)*log(1 - q))"),
     ('z = "W @ x + b"', "-mean(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z)))"),
 ], ids=["sum through an alias", "mean inline"])
-def test_binary_cross_entropy_of_vectors_is_stable_and_exact(nodes, loss):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_binary_cross_entropy_of_vectors_is_stable_and_exact(nodes, loss, batch):
     graph = model(nodes, loss, head=VECTOR)
 
     def reference(p, d):
@@ -127,15 +137,15 @@ def test_binary_cross_entropy_of_vectors_is_stable_and_exact(nodes, loss):
         terms = d["y"] * F.logsigmoid(z) + (1 - d["y"]) * F.logsigmoid(-z)
         return -(terms.sum(-1) if loss.startswith("-sum") else terms.mean(-1))
 
-    assert_matches_reference(graph, reference, *VECTOR_POINT)
+    assert_matches_reference(graph, reference, *first_rows(VECTOR_POINT, batch))
 
 
 # ---- softmax cross-entropy ---------------------------------------------------------------------------
 CLASSES = '[inputs]\nx = { shape = [3] }\ny = { shape = [3], onehot = true }\n[params]\nb = { shape = [3] }'
 CLASSES_POINT = ({"b": np.array([0.0, 0.0, 0.25])},
                  {"x": np.array([[1000.0, -1000.0, 0.0], [1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0],
-                                 [0.3, -0.2, 1.1]]),
-                  "y": np.eye(3)[[0, 1, 2, 2]]})
+                                 [0.3, -0.2, 1.1], [-1000.0, 0.5, 1000.0]]),
+                  "y": np.eye(3)[[0, 1, 2, 2, 1]]})
 
 SOFTMAX_CE = {
     "through an alias": ('z = "x + b"\np = "softmax(z)"\nq = "p"', "-sum(y*log(q))"),
@@ -147,14 +157,15 @@ SOFTMAX_CE = {
 
 
 @pytest.mark.parametrize("spelling", SOFTMAX_CE)
-def test_softmax_cross_entropy_is_stable_and_exact_however_it_is_written(spelling):
+@pytest.mark.parametrize("batch", BATCHES)
+def test_softmax_cross_entropy_is_stable_and_exact_however_it_is_written(spelling, batch):
     graph = model(*SOFTMAX_CE[spelling], head=CLASSES)
     assert not graph["L"].expr.has(sp.log, sp.exp), graph["L"].expr
 
     def reference(p, d):
         return -(d["y"] * F.log_softmax(d["x"] + p["b"], dim=-1)).sum(-1)
 
-    assert_matches_reference(graph, reference, *CLASSES_POINT)
+    assert_matches_reference(graph, reference, *first_rows(CLASSES_POINT, batch))
 
 
 def test_log_softmax_through_an_alias_is_z_minus_logsumexp():
