@@ -27,7 +27,8 @@ from .tensor import Shape, ShapeError, infer_shape, logsumexp, softmax, sum_
 #: stands for any expression in a pattern (one name per rule: every ``u`` of a pattern is the same expression)
 u = sp.Wild("u")
 
-#: pattern -> stable form. Written out functions first, so that their logs are caught by the rules below.
+#: pattern -> stable form, one line per form. A new form is one more line (and a test in
+#: tests/test_stable_forms.py against a stable PyTorch reference).
 RULES: tuple[tuple[sp.Expr, sp.Expr], ...] = (
     (1 / (1 + sp.exp(u)), sigmoid(-u)),
     (sp.exp(u) / (1 + sp.exp(u)), sigmoid(u)),
