@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .derive import EXPAND_LIMIT
 from .files import write_text_atomically
 from .graph import UserError
 
@@ -67,21 +68,28 @@ def main():
                    "one <math> element per step; html: a page a browser shows as is (symbackprop derive "
                    "MODEL --format html > steps.html); text: plain text for a terminal.")
 @click.option("--expanded", is_flag=True,
-              help="Also write each gradient with inputs and parameters only (simplified while small).")
+              help="Also write each gradient with inputs and parameters only (simplified while small), "
+                   "where that form has at most --expand-limit operations.")
+@click.option("--expand-limit", type=click.IntRange(min=0), metavar="OPS",
+              help="Largest expanded form to write, in operations (counted before it is built; "
+                   f"implies --expanded).  [default: {EXPAND_LIMIT}]")
 @click.option("--wrt", multiple=True, metavar="NAME",
               help="Derive only the gradient by NAME (a parameter or input); repeat for several.")
 @click.option("--shapes", is_flag=True, help="Show the shape of every quantity next to its step.")
-def derive(model, fmt, expanded, wrt, shapes):
+def derive(model, fmt, expanded, expand_limit, wrt, shapes):
     """Print the backward pass of MODEL, step by step.
 
     Each step appears in its chain-rule form (dL/dz = dL/da * da/dz) and then with the network's own
     symbols, from the loss back to every parameter, followed by the update rule
-    w_new = w_old - eta * dL/dw.
+    w_new = w_old - eta * dL/dw. The expanded form grows exponentially with depth: a gradient whose
+    expanded form would exceed --expand-limit operations is left in node form, with a one-line note
+    saying how large it would be.
     """
     from .derive import derive as derive_gradients
     with user_errors():
         d = derive_gradients(load(model).graph, list(wrt) or None)
-        click.echo(d.to(fmt, shapes=shapes, expanded=expanded))
+        limit = EXPAND_LIMIT if expand_limit is None else expand_limit
+        click.echo(d.to(fmt, shapes=shapes, expanded=expanded or expand_limit is not None, expand_limit=limit))
 
 
 @main.command()

@@ -10,8 +10,10 @@ import html
 
 import sympy as sp
 
+from .derive import EXPAND_LIMIT
 from .functions import CONVENTIONS, prime_names
 from .printing import NetworkLatexPrinter, NetworkMathMLPrinter, NetworkTextPrinter, mathml_name
+from .stable import rules_used
 from .steps import Step
 
 TITLES = {
@@ -33,10 +35,13 @@ class Renderer:
     #: how the renderer writes ``=`` between forms and ``+`` between the terms of a sum
     equals, plus = " = ", " + "
 
-    def __init__(self, derivation, shapes: bool = False, expanded: bool = False):
+    def __init__(self, derivation, shapes: bool = False, expanded: bool = False,
+                 expand_limit: int | None = EXPAND_LIMIT):
         self.derivation = derivation
         self.show_shapes = shapes
-        self.steps = derivation.steps + (derivation.expanded_steps() if expanded else [])
+        self.steps = derivation.steps + (derivation.expanded_steps(expand_limit) if expanded else [])
+        #: one line for the gradients whose expanded form is over the limit (they are not expanded)
+        self.notice = derivation.expansion_notice(expand_limit) if expanded else None
         self.math = self.printer_class({n: q.shape for n, q in derivation.graph.quantities.items()})
 
     # ---- display nodes -------------------------------------------------------------------------
@@ -67,18 +72,41 @@ class Renderer:
     convention_form = 0
 
     def conventions(self) -> list[str]:
-        used = {type(e) for q in self.derivation.graph.computed for e in sp.preorder_traversal(q.expr)}
-        return [c[self.convention_form] for f, c in CONVENTIONS.items() if f in used]
+        """Conventions at points without a derivative, and the stable forms the model is computed in."""
+        graph = self.derivation.graph
+        used = {type(e) for q in graph.computed for e in sp.preorder_traversal(q.expr)}
+        notes = [c[self.convention_form] for f, c in CONVENTIONS.items() if f in used]
+        return notes + [self.stable_form(written, computed) for written, computed in rules_used(graph.stable_rules)]
+
+    def stable_form(self, written: sp.Expr, computed: sp.Expr) -> str:
+        """One stable-form rule, in the same form (LaTeX or text) as the conventions."""
+        if self.convention_form == 0:
+            latex = NetworkLatexPrinter()
+            return rf"{latex.doprint(written)} \text{{ is computed as }} {latex.doprint(computed)}"
+        text = NetworkTextPrinter()
+        return f"{text.doprint(written)} is computed as {text.doprint(computed)}"
+
+    def notices(self) -> list[str]:
+        """Plain-text lines about what is not shown (an expanded form over its limit)."""
+        return [self.notice] if self.notice else []
 
     def render(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
+def latex_text(text: str) -> str:
+    """Plain text for ``\\text{...}``: LaTeX's special characters escaped (names may hold ``_``)."""
+    special = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "^": r"\^{}", "#": r"\#",
+               "$": r"\$", "%": r"\%", "&": r"\&", "~": r"\~{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
 class LatexRenderer(Renderer):
     """One LaTeX math line per step (no ``$``), or an ``aligned`` block with ``standalone=True``."""
 
-    def __init__(self, derivation, shapes: bool = False, expanded: bool = False, standalone: bool = False):
-        super().__init__(derivation, shapes, expanded)
+    def __init__(self, derivation, shapes: bool = False, expanded: bool = False,
+                 expand_limit: int | None = EXPAND_LIMIT, standalone: bool = False):
+        super().__init__(derivation, shapes, expanded, expand_limit)
         self.standalone = standalone
 
     def parens(self, text):
@@ -110,7 +138,7 @@ class LatexRenderer(Renderer):
     def lines(self) -> list[str]:
         steps = [self.line(s) for s in self.steps]
         notes = [rf"\text{{convention: }} {c}" for c in self.conventions()]
-        return steps + notes
+        return steps + notes + [rf"\text{{{latex_text(n)}}}" for n in self.notices()]
 
     def render(self) -> str:
         lines = self.lines()
@@ -130,6 +158,7 @@ class MarkdownRenderer(LatexRenderer):
             out += [f"{i}. {TITLES[step.kind].capitalize()}", "", "$$", self.line(step), "$$", ""]
         for c in self.conventions():
             out += [f"Convention: ${c}$", ""]
+        out += [f"Note: {n}" for n in self.notices()]
         return "\n".join(out).rstrip() + "\n"
 
 
@@ -164,7 +193,7 @@ class TextRenderer(Renderer):
         width = max(len(TITLES[s.kind]) for s in self.steps) if self.steps else 0
         out = [f"{TITLES[s.kind]:<{width}}  {self.line(s)}" for s in self.steps]
         out += [f"convention: {c}" for c in self.conventions()]
-        return "\n".join(out)
+        return "\n".join(out + [f"note: {n}" for n in self.notices()])
 
 
 class MathMLRenderer(Renderer):
@@ -212,7 +241,8 @@ class MathMLRenderer(Renderer):
 
     def render(self) -> str:
         out = [self.math_element(s) for s in self.steps]
-        return "\n".join(out + [f"<p>convention: {html.escape(c)}</p>" for c in self.conventions()])
+        notes = [f"<p>convention: {html.escape(c)}</p>" for c in self.conventions()]
+        return "\n".join(out + notes + [f"<p>note: {html.escape(n)}</p>" for n in self.notices()])
 
 
 class HtmlRenderer(MathMLRenderer):
@@ -222,6 +252,7 @@ class HtmlRenderer(MathMLRenderer):
         title = html.escape(f"Backpropagation: {self.derivation.graph.name}")
         items = [f"<li><p>{TITLES[s.kind].capitalize()}</p>\n{self.math_element(s)}</li>" for s in self.steps]
         notes = [f"<p>Convention: {html.escape(c)}</p>" for c in self.conventions()]
+        notes += [f"<p>Note: {html.escape(n)}</p>" for n in self.notices()]
         return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
                           f"<title>{title}</title>", "</head>", "<body>", f"<h1>{title}</h1>", "<ol>", *items,
                           "</ol>", *notes, "</body>", "</html>"]) + "\n"
