@@ -71,17 +71,39 @@ def main():
 @click.option("--wrt", multiple=True, metavar="NAME",
               help="Derive only the gradient by NAME (a parameter or input); repeat for several.")
 @click.option("--shapes", is_flag=True, help="Show the shape of every quantity next to its step.")
-def derive(model, fmt, expanded, wrt, shapes):
+@click.option("--at", "at", multiple=True, metavar="NAME=VALUE",
+              help="Evaluate at one sample: the value of an input or parameter, a number or a list in its "
+                   "shape (--at x=1.5, --at \"x=[0.05, 0.1]\"); repeat for each. Prints the forward pass, then "
+                   "every step with its numbers. Parameters not given take their init values.")
+@click.option("--sample", type=click.IntRange(min=0), metavar="K",
+              help="Evaluate at sample K (from 0) of the model's [data] (or --data); --at values replace its inputs.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="With --sample: the data file (.csv or .npz) to take the sample from.")
+@click.option("--digits", type=click.IntRange(1, 17), default=9, show_default=True,
+              help="Significant digits of the numbers (with --at or --sample).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), metavar="ETA",
+              help="Learning rate of the updates with numbers.  [the model's [train] lr, else the update stays symbolic]")
+def derive(model, fmt, expanded, wrt, shapes, at, sample, data_path, digits, lr):
     """Print the backward pass of MODEL, step by step.
 
     Each step appears in its chain-rule form (dL/dz = dL/da * da/dz) and then with the network's own
     symbols, from the loss back to every parameter, followed by the update rule
-    w_new = w_old - eta * dL/dw.
+    w_new = w_old - eta * dL/dw. With --at or --sample, the forward pass comes first and every step is
+    followed by its numbers at that sample (dL/da = a - y = 0.679178699 - 1 = -0.320821301).
     """
     from .derive import derive as derive_gradients
     with user_errors():
-        d = derive_gradients(load(model).graph, list(wrt) or None)
-        click.echo(d.to(fmt, shapes=shapes, expanded=expanded))
+        m = load(model)
+        d = derive_gradients(m.graph, list(wrt) or None)
+        if at or sample is not None:
+            from .evaluate import evaluation_from_options
+            with data_warnings():
+                ev = evaluation_from_options(d, m, model, at, sample, data_path, digits, lr)
+            click.echo(ev.to(fmt, shapes=shapes, expanded=expanded))
+        elif data_path or lr is not None:
+            raise UserError("--data and --lr are used with --at or --sample (they give the numbers)")
+        else:
+            click.echo(d.to(fmt, shapes=shapes, expanded=expanded))
 
 
 @main.command()

@@ -302,6 +302,16 @@ class Derivation:
         from .program import build_program
         return build_program(self)
 
+    def at(self, point, lr: float | None = None, digits: int = 9, seed: int = 0):
+        """This derivation evaluated at one sample: ``d.at({"x": 1.5, "y": 1})``.
+
+        Returns an :class:`~symbackprop.evaluate.Evaluation`: every value (``.value("dL/dw")``,
+        ``.loss``, ``.gradients``, ``.updated`` with ``lr``), rendered with numbers by ``.to(fmt)``.
+        Parameters not in ``point`` take their ``init`` values (random ones drawn with ``seed``).
+        """
+        from .evaluate import evaluate
+        return evaluate(self, point, lr=lr, digits=digits, seed=seed)
+
     # ---- display -------------------------------------------------------------------------------------
     def to(self, fmt: str = "latex", **options) -> str:
         from .render import render
