@@ -320,6 +320,10 @@ class Derivation:
     def _repr_latex_(self) -> str:
         return self.to("latex", standalone=True)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the steps as MathML, aligned at the equals sign (no script, no MathJax needed)."""
+        return self.to("html", fragment=True)
+
     def _repr_markdown_(self) -> str:
         return self.to("markdown")
 

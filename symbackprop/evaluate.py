@@ -321,7 +321,5 @@ def evaluation_from_options(derivation, model, source: str | None = None, at=(),
             raise PointError(f"--sample {sample}: the data has {n} samples (give 0 to {n - 1})" if n else
                              f"--sample {sample}: the model has no data to take a sample from")
         point.update({q.name: data[q.name][sample] for q in g.input_list})
-    elif data_path is not None:
-        raise PointError("--data gives the data of --sample; give --sample K too")
     point.update(parse_assignments(at))
     return evaluate(derivation, point, lr=lr, digits=digits, seed=settings["seed"], option="--at")

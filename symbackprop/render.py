@@ -387,15 +387,17 @@ class HtmlRenderer(MathMLRenderer):
     def render(self) -> str:
         title = f"Backpropagation: {self.derivation.graph.name}"
         if self.fragment:
-            return "\n".join([f'<div class="symbackprop"><style>{STYLE}</style>',
+            return "\n".join([f'<div class="symbackprop"><style>{scoped(STEPS_STYLE, ".symbackprop")}</style>',
                                f"<h3>{html.escape(title)}</h3>", *self.body(), "</div>"])
         return html_page(title, self.body())
 
 
-#: the style of the pages: MathML in a math font, steps aligned at the equals sign (left column right-aligned)
-STYLE = """
+#: the page: a readable column of text
+BODY_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; line-height: 1.45;
-       max-width: 84rem; margin: 2rem auto; padding: 0 1.5rem; color: #1f2328; background: #fff; }
+       max-width: 84rem; margin: 2rem auto; padding: 0 1.5rem; color: #1f2328; background: #fff; }"""
+#: the steps: MathML in a math font, aligned at the equals sign (the left column right-aligned)
+STEPS_STYLE = """
 math { font-family: math, "STIX Two Math", "Latin Modern Math", "Cambria Math", "DejaVu Serif", serif;
        font-size: 1.15em; math-style: normal; }
 .scroll { overflow-x: auto; }
@@ -409,12 +411,26 @@ table.steps tr.numbers td { padding-top: 0; }
 table.steps td.link { font-size: 0.85em; padding-left: 1.5em; }
 p.note { color: #59636e; }
 """
+STYLE = BODY_STYLE + STEPS_STYLE
 
 
-def html_page(title: str, body: list[str], style: str = STYLE) -> str:
+def scoped(style: str, scope: str) -> str:
+    """``style`` with every rule limited to the inside of ``scope``, so that a fragment in a notebook styles
+    itself and nothing around it."""
+    rules = []
+    for rule in style.split("}"):
+        if "{" not in rule:
+            continue
+        selectors, body = rule.split("{", 1)
+        prefixed = [f"{scope} {s.strip()}" for s in selectors.split(",")]
+        rules.append(f"{', '.join(prefixed)} {{{body}}}")
+    return "\n".join(rules)
+
+
+def html_page(title: str, body: list[str], style: str = STYLE, meta: list[str] = ()) -> str:
     """A complete page: UTF-8, the style inline, no script and nothing fetched."""
     t = html.escape(title)
-    return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+    return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', *meta,
                        '<meta name="viewport" content="width=device-width, initial-scale=1">',
                        f"<title>{t}</title>", f"<style>{style}</style>", "</head>", "<body>", f"<h1>{t}</h1>",
                        *body, "</body>", "</html>"]) + "\n"

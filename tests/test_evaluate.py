@@ -374,7 +374,8 @@ def test_assignments_are_read_as_numbers_and_lists_without_eval():
     (["--at", "x=1e999", "--at", "y=1"], "Error: --at x: values must be finite numbers"),
     (["--at", "x=1", "--at", "x=2"], "Error: --at x: given twice"),
     (["--sample", "256"], "Error: --sample 256: the data has 256 samples (give 0 to 255)"),
-    (["--data", "d.csv"], "Error: --data and --lr are used with --at or --sample (they give the numbers)"),
+    (["--data", "d.csv"], "Error: --data gives the data of --sample K: give --sample too"),
+    (["--lr", "0.1"], "Error: --lr gives the numbers of the updates: use it with --at or --sample"),
     (["--at", "x=1", "--at", "y=1", "--lr", "0"], "Error: Invalid value for '--lr'"),
 ])
 def test_bad_points_are_one_line_errors(args, message):
