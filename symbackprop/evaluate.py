@@ -23,7 +23,7 @@ import numpy as np
 import sympy as sp
 
 from .graph import Graph, UserError
-from .steps import Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule
+from .steps import Math, NewValue, Partial, Product, Step, Total, UpdateRule
 from .valueprint import DIGITS
 
 #: the learning rate's symbol in an update with numbers (``eta`` is a reserved name, so no quantity has it)

@@ -42,7 +42,7 @@ pre.code span.line:target { background: #ffd33d; }
 pre.code a.ln { display: inline-block; width: 3.2em; padding-right: 1em; text-align: right; color: #8c959f; }
 pre.code a.back { margin-left: 2em; font-family: system-ui, sans-serif; font-size: 0.9em; }
 tr.step:target td { background: #fff8c5; }
-svg { max-width: 100%; height: auto; }
+svg.chart { max-width: 100%; height: auto; }
 .figure { overflow-x: auto; margin: 0.5em 0 1em; }
 p.small { color: #59636e; font-size: 0.9em; }
 """
@@ -217,7 +217,7 @@ def build_report(derivation, source: str | None = None, evaluation=None, verify_
             '<h2 id="model">Model</h2>', model_table(g, renderer),
             '<h2 id="graph">Computational graph</h2>',
             '<p class="small">Inputs and parameters feed the nodes, left to right, up to the loss'
-            + (" ; each box shows its value and its adjoint (the derivative of the loss by it)." if evaluation
+            + ("; each box shows its value and its adjoint (the derivative of the loss by it)." if evaluation
                is not None else ".") + "</p>",
             f'<div class="figure">{graph_picture(g, evaluation)}</div>',
             '<h2 id="derivation">Derivation</h2>', point]

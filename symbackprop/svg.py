@@ -17,7 +17,7 @@ COLOURS = {"input": ("#dbeafe", "#2563eb"), "param": ("#fef3c7", "#b45309"), "no
            "loss": ("#fee2e2", "#b91c1c")}
 KIND_WORDS = {"input": "input", "param": "parameter", "node": "node", "loss": "loss"}
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
-BOX_W, GAP_X, GAP_Y, LINE = 168, 64, 22, 15
+BOX_W, GAP_X, GAP_Y, LINE = 184, 56, 22, 15
 
 
 def _text(x: float, y: float, text: str, size: int = 12, anchor: str = "middle", weight: str = "normal",
@@ -32,16 +32,20 @@ def short_number(x: float, digits: int = 4) -> str:
     return text.replace("-", "\u2212")
 
 
-def short_value(value, digits: int = 4, limit: int = 2) -> str:
-    """A scalar, or the first ``limit`` entries of an array and its shape: ``[0.226, 0.0199, …] (4)``."""
+def short_value(value, limit: int = 22) -> str:
+    """A scalar in 4 significant digits, or as many leading entries of an array (3 digits) as fit in ``limit``
+    characters: ``[0.226, 0.0199, …]``."""
     a = np.asarray(value, dtype=np.float64)
     if a.ndim == 0:
-        return short_number(a, digits)
+        return short_number(a)
     flat = a.reshape(-1)
-    shown = ", ".join(short_number(v, 3) for v in flat[:limit])
-    more = ", \u2026" if flat.size > limit else ""
-    shape = "\u00d7".join(map(str, a.shape))
-    return f"[{shown}{more}] ({shape})"
+    for count in (3, 2, 1):
+        shown = ", ".join(short_number(v, 3) for v in flat[:count])
+        more = ", \u2026" if flat.size > count else ""
+        text = f"[{shown}{more}]"
+        if len(text) <= limit or count == 1:
+            return text
+    return text  # pragma: no cover - the loop always returns
 
 
 def _columns(graph) -> dict[str, int]:
@@ -128,9 +132,10 @@ def _box(graph, name: str, x: float, y: float, h: float, evaluation) -> str:
         adjoint = evaluation.values.get(getattr(adjoint_name, "name", ""), None)
         if name == evaluation.derivation.loss:
             adjoint = 1.0
-        rows.append((_clip("= " + short_value(value)) if value is not None else "", 11, "normal"))
-        rows.append((_clip(f"\u2202{evaluation.derivation.loss}/\u2202{name} = " + short_value(adjoint))
-                     if adjoint is not None else "", 11, "normal"))
+        label = f"\u2202{evaluation.derivation.loss}/\u2202{name} = "
+        rows.append(("= " + short_value(value, 25) if value is not None else "", 11, "normal"))
+        rows.append((_clip(label + short_value(adjoint, 29 - len(label))) if adjoint is not None else "", 11,
+                     "normal"))
         if value is not None:
             tooltip.append(f"value: {np.array2string(np.asarray(value), precision=6, threshold=20)}")
         if adjoint is not None:
@@ -146,7 +151,7 @@ def _box(graph, name: str, x: float, y: float, h: float, evaluation) -> str:
     return "".join(parts)
 
 
-def _clip(text: str, limit: int = 26) -> str:
+def _clip(text: str, limit: int = 29) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
