@@ -9,7 +9,6 @@ is enough.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import select
@@ -50,6 +49,8 @@ class DevTools:
         self.profile = tempfile.TemporaryDirectory(prefix="symbackprop-chromium-")
         to_browser_r, self.to_browser = os.pipe()
         self.from_browser, from_browser_w = os.pipe()
+
+        import fcntl  # POSIX only, as --remote-debugging-pipe is
 
         def onto_3_and_4():  # in the child: the protocol's fixed descriptors
             r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
