@@ -45,6 +45,34 @@ def refuse_to_overwrite(path: Path, force: bool) -> None:
                                        "use --force to overwrite it")
 
 
+def point_options(function):
+    """--at, --sample, --data, --digits and --lr: the sample a derivation is evaluated at (derive, report)."""
+    options = [
+        click.option("--at", "at", multiple=True, metavar="NAME=VALUE",
+                     help="Evaluate at one sample: the value of an input or parameter, a number or a list in its "
+                          "shape (--at x=1.5, --at \"x=[0.05, 0.1]\"); repeat for each. Parameters not given take "
+                          "their init values."),
+        click.option("--sample", type=click.IntRange(min=0), metavar="K",
+                     help="Evaluate at sample K (from 0) of the model's [data] (or --data); --at values replace "
+                          "its inputs."),
+        click.option("--data", "data_path", type=click.Path(dir_okay=False),
+                     help="The data file (.csv or .npz) of --sample (for report: also of the checks and training)."),
+        click.option("--digits", type=click.IntRange(1, 17), default=9, show_default=True,
+                     help="Significant digits of the numbers (with --at or --sample)."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), metavar="ETA",
+                     help="Learning rate of the updates with numbers.  [the model's [train] lr, else the update "
+                          "stays symbolic]"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def check_point_options(at, sample, lr) -> None:
+    if lr is not None and not at and sample is None:
+        raise UserError("--lr gives the numbers of the updates: use it with --at or --sample")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="symbackprop")
 def main():
@@ -57,6 +85,7 @@ def main():
       symbackprop codegen MODEL    write the gradient as a NumPy-only Python module
       symbackprop train MODEL      train with w_new = w_old - eta * dL/dw
       symbackprop verify MODEL     check the symbolic gradients against numbers
+      symbackprop report MODEL -o report.html   all of it on one page, with numbers (--at)
     """
 
 
@@ -76,20 +105,71 @@ def main():
 @click.option("--wrt", multiple=True, metavar="NAME",
               help="Derive only the gradient by NAME (a parameter or input); repeat for several.")
 @click.option("--shapes", is_flag=True, help="Show the shape of every quantity next to its step.")
-def derive(model, fmt, expanded, expand_limit, wrt, shapes):
+@point_options
+def derive(model, fmt, expanded, expand_limit, wrt, shapes, at, sample, data_path, digits, lr):
     """Print the backward pass of MODEL, step by step.
 
     Each step appears in its chain-rule form (dL/dz = dL/da * da/dz) and then with the network's own
     symbols, from the loss back to every parameter, followed by the update rule
-    w_new = w_old - eta * dL/dw. The expanded form grows exponentially with depth: a gradient whose
-    expanded form would exceed --expand-limit operations is left in node form, with a one-line note
-    saying how large it would be.
+    w_new = w_old - eta * dL/dw. With --at or --sample, the forward pass comes first and every step is
+    followed by its numbers at that sample (dL/da = a - y = 0.679178699 - 1 = -0.320821301).
+    The expanded form grows exponentially with depth: a gradient whose expanded form would exceed
+    --expand-limit operations is left in node form, with a one-line note saying how large it would be.
     """
     from .derive import derive as derive_gradients
     with user_errors():
-        d = derive_gradients(load(model).graph, list(wrt) or None)
+        m = load(model)
+        d = derive_gradients(m.graph, list(wrt) or None)
+        check_point_options(at, sample, lr)
         limit = EXPAND_LIMIT if expand_limit is None else expand_limit
-        click.echo(d.to(fmt, shapes=shapes, expanded=expanded or expand_limit is not None, expand_limit=limit))
+        options = dict(shapes=shapes, expanded=expanded or expand_limit is not None, expand_limit=limit)
+        if data_path is not None and sample is None:
+            raise UserError("--data gives the data of --sample K: give --sample too")
+        if at or sample is not None:
+            from .evaluate import evaluation_from_options
+            with data_warnings():
+                ev = evaluation_from_options(d, m, model, at, sample, data_path, digits, lr)
+            click.echo(ev.to(fmt, **options))
+        else:
+            click.echo(d.to(fmt, **options))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="HTML file to write (for example report.html).")
+@point_options
+@click.option("--train", "train_too", is_flag=True,
+              help="Also train with the model's [train] settings and show the summary and the loss curve.")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch autograd cross-check of the verify table.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT even if symbackprop did not write it.")
+def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch, force):
+    """Write one self-contained HTML page about MODEL (no script, nothing fetched).
+
+    The model as a table, the computational graph, the forward pass and the derivation (with the numbers
+    of one sample given by --at or --sample, and each value and adjoint on the graph), the generated code
+    with every step linked to its lines and back, the verify table, and with --train the training summary
+    and loss curve.
+    """
+    from .derive import derive as derive_gradients
+    from .report import make_report
+    path = Path(output)
+    with user_errors():
+        refuse_to_overwrite(path, force)
+        check_point_options(at, sample, lr)
+        limit = EXPAND_LIMIT if expand_limit is None else expand_limit
+        options = dict(shapes=shapes, expanded=expanded or expand_limit is not None, expand_limit=limit)
+        m = load(model)
+        evaluation = None
+        with data_warnings():
+            if at or sample is not None:
+                from .evaluate import evaluation_from_options
+                evaluation = evaluation_from_options(derive_gradients(m.graph), m, model, at, sample, data_path,
+                                                     digits, lr)
+            page = make_report(m, model, evaluation, train=train_too, data_path=data_path, use_torch=not no_torch,
+                               progress=lambda text: click.echo(f"{text} ...", err=True))
+        write_text_atomically(path, page)
+    click.echo(f"wrote {path} ({len(page.encode()) / 1000:.0f} kB)", err=True)
 
 
 @main.command()

@@ -7,7 +7,9 @@ preceded by the chain-rule step it computes.
 """
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Sequence
 
 import sympy as sp
 
@@ -146,6 +148,37 @@ class ModuleWriter:
             dead.setdefault(k, []).append(self.names[s])
         return {k: [f"{self.indent}del {', '.join(sorted(names))}"] for k, names in dead.items()}
 
+    def trace_function(self, shown: Sequence = ()) -> list[str]:
+        """``trace(params, data)``: every value the program computes, by name, for each sample.
+
+        The same assignments as ``loss_and_grad`` (none deleted), then the ``shown`` ones (the local
+        derivatives a derivation shows, ``da/dz``). It returns every node, the per-sample loss, every
+        adjoint (``"dL/dz"``), each gradient per sample (not its batch mean) and the shown values, each
+        with the batch axis: shape (N, *shape).
+        """
+        p, i = self.program, self.indent
+        taken = set(self.names.values())
+        for a in shown:
+            name = re.sub(r"\W", "_", a.target.name)
+            while name in taken:
+                name += "_"
+            self.names[a.target] = name
+            taken.add(name)
+        returned = {q.symbol for q in p.nodes} | {a.target for a in shown} | {
+            a.target for a in p.assignments if isinstance(a.target, Adjoint)}
+        lines = ["def trace(params, data):",
+                 f'{i}"""Every node, adjoint and per-sample gradient: name -> array of shape (N, *shape)."""',
+                 *self.unpack()]
+        values = []
+        for a in [*p.assignments, *shown]:
+            expr = a.expr.args[0] if isinstance(a.expr, batch_mean) else a.expr
+            lines.append(f"{i}{self.names[a.target]} = {self.printer.doprint(expr)}")
+            if a.target in returned:
+                shape = p.shapes.get(a.target) or self.printer.shape(expr)
+                values.append(f'"{a.target.name}": np.broadcast_to(np.asarray({self.names[a.target]}, '
+                              f"dtype=np.float64), (N, *{tuple(shape)!r}))")
+        return lines + [f"{i}return {{{', '.join(values)}}}"]
+
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
@@ -191,3 +224,11 @@ def _elementwise_classes():
 def generate_module(program: Program, source: str | None = None) -> str:
     """Python source of a module computing ``program``; ``source`` names the model file in its header."""
     return ModuleWriter(program, source).write()
+
+
+def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None) -> str:
+    """The module of :func:`generate_module` with ``trace(params, data)`` added (see
+    :meth:`ModuleWriter.trace_function`): every intermediate value, from the same printed program."""
+    writer = ModuleWriter(program, source)
+    trace = writer.trace_function(shown)  # printed first, so that the module defines the helpers it uses
+    return writer.write() + "\n\n" + "\n".join(trace) + "\n"

@@ -447,6 +447,16 @@ class Derivation:
         from .program import build_program
         return build_program(self)
 
+    def at(self, point, lr: float | None = None, digits: int = 9, seed: int = 0):
+        """This derivation evaluated at one sample: ``d.at({"x": 1.5, "y": 1})``.
+
+        Returns an :class:`~symbackprop.evaluate.Evaluation`: every value (``.value("dL/dw")``,
+        ``.loss``, ``.gradients``, ``.updated`` with ``lr``), rendered with numbers by ``.to(fmt)``.
+        Parameters not in ``point`` take their ``init`` values (random ones drawn with ``seed``).
+        """
+        from .evaluate import evaluate
+        return evaluate(self, point, lr=lr, digits=digits, seed=seed)
+
     # ---- display -------------------------------------------------------------------------------------
     def to(self, fmt: str = "latex", **options) -> str:
         from .render import render
@@ -454,6 +464,10 @@ class Derivation:
 
     def _repr_latex_(self) -> str:
         return self.to("latex", standalone=True)
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the steps as MathML, aligned at the equals sign (no script, no MathJax needed)."""
+        return self.to("html", fragment=True)
 
     def _repr_markdown_(self) -> str:
         return self.to("markdown")

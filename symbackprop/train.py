@@ -69,6 +69,27 @@ class TrainResult:
     def final_loss(self) -> float:
         return self.last["loss"]
 
+    def loss_curve(self, title: str = "training loss") -> str:
+        """The loss per epoch (and the held-out loss, if any) as an inline SVG chart, from epoch 0."""
+        from .svg import line_chart
+        rows = [self.initial, *self.history]
+        series = {"loss": [r["loss"] for r in rows]}
+        if any("test_loss" in r for r in rows):
+            series["held-out loss"] = [r.get("test_loss") for r in rows]
+        return line_chart([r["epoch"] for r in rows], series, title)
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the result as a short summary and its loss curve."""
+        import html
+        first, last = self.initial, self.last
+        cells = [("epochs", str(self.epochs)), ("loss", f"{first['loss']:.6g} \u2192 {last['loss']:.6g}")]
+        for key, label in (("accuracy", "training accuracy"), ("test_accuracy", "held-out accuracy")):
+            if key in last:
+                cells.append((label, f"{last[key]:.2%}"))
+        rows = "".join(f"<tr><th style=\"text-align:left;padding-right:1em\">{html.escape(k)}</th>"
+                       f"<td>{html.escape(v)}</td></tr>" for k, v in cells)
+        return f'<div class="symbackprop-train"><table>{rows}</table>{self.loss_curve()}</div>'
+
 
 # ---- settings -------------------------------------------------------------------------------------------
 TRAIN_KEYS = {"lr", "epochs", "batch_size", "seed", "predict", "target"}

@@ -20,7 +20,7 @@ def test_derive_prints_the_seed_steps():
     assert lines[0] == r"\frac{\partial L}{\partial a} = a - y"
     assert r"\sigma'(z)" in lines[1]
     assert lines[3].endswith(r"\cdot x")
-    assert r"w^{(new)} = w^{(old)} - \eta \frac{\partial L}{\partial w}" in lines
+    assert r"w^{(\text{new})} = w^{(\text{old})} - \eta \frac{\partial L}{\partial w}" in lines
 
 
 @pytest.mark.parametrize("fmt, marker", [("markdown", "$$"), ("text", "dL/dw = dL/dz * dz/dw = dL/dz * x"),
@@ -35,7 +35,7 @@ def test_derive_wrt_and_expanded():
     result = run("derive", NEURON, "--wrt", "b", "--expanded", "--format", "text")
     assert result.exit_code == 0
     assert "dL/dw" not in result.output
-    assert "expanded gradient" in result.output and "sigmoid(b + w*x)" in result.output
+    assert "expanded gradient" in result.output and "sigmoid(w * x + b)" in result.output
 
 
 def test_help_explains_the_commands():
