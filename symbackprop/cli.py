@@ -157,8 +157,6 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
     with user_errors():
         refuse_to_overwrite(path, force)
         check_point_options(at, sample, lr)
-        limit = EXPAND_LIMIT if expand_limit is None else expand_limit
-        options = dict(shapes=shapes, expanded=expanded or expand_limit is not None, expand_limit=limit)
         m = load(model)
         evaluation = None
         with data_warnings():

@@ -165,7 +165,7 @@ def test_the_seed_is_still_expanded_by_default():
     ("latex", r"\text{expanded form of dL/dWz, dL/dUz, dL/dbz and 6 more not shown: "),
     ("markdown", "Note: expanded form of dL/dWz, "),
     ("mathml", "<p>note: expanded form of dL/dWz, "),
-    ("html", "<p>Note: expanded form of dL/dWz, "),
+    ("html", "<p class=\"note\">Note: expanded form of dL/dWz, "),
     ("text", "note: expanded form of dL/dWz, "),
 ])
 def test_every_format_carries_the_notice_once(fmt, note):

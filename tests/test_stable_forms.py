@@ -251,7 +251,7 @@ def test_the_derivation_of_binary_cross_entropy_is_the_textbook_sigmoid_minus_y(
     (loss_step,) = [s for s in d.steps if s.kind == "loss"]
     assert loss_step.subject == "z"
     assert loss_step.forms == (Math(sigmoid(graph.symbol("z")) - graph.symbol("y")),)
-    assert "dL/dz = -y + sigmoid(z)" in d.to("text")
+    assert "dL/dz = sigmoid(z) - y" in d.to("text")
 
 
 def test_the_derivation_of_log_sigmoid_is_sigmoid_minus_one():
