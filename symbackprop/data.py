@@ -185,15 +185,20 @@ def read_csv(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[
     return check_arrays(arrays, graph, source, row_name=lambda i: f"line {body[i][0]}", inputs=inputs)
 
 
-def read_npz(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a .npz file holding one array per input, shape (N, *shape)."""
+def npz_arrays(path: str | Path, kind: str = "") -> dict[str, np.ndarray]:
+    """Every array of a .npz archive (no pickles); a one-line DataError when it cannot be read as one."""
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
                 raise ValueError("a single .npy array, not an archive of named arrays")
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({' '.join(str(e).split())[:80]})") from None
+        raise DataError(f"{path}: not a readable .npz {kind}file ({' '.join(str(e).split())[:80]})") from None
+
+
+def read_npz(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a .npz file holding one array per input, shape (N, *shape)."""
+    arrays = npz_arrays(path)
     if not arrays:
         raise DataError(f"{path}: empty file (no arrays)")
     ignored = sorted(set(arrays) - {q.name for q in graph.input_list})

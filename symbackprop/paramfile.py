@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import npz_arrays
 from .files import atomic_write
 from .graph import Graph, UserError
 
@@ -26,13 +27,7 @@ def load_params(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such parameter file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ValueError("a single .npy array, not an archive of named arrays")
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npz parameter file ({' '.join(str(e).split())[:80]})") from None
+    arrays = npz_arrays(path, "parameter ")
     names = [q.name for q in graph.params]
     extra = sorted(set(arrays) - set(names))
     if extra:
