@@ -422,14 +422,24 @@ RESUME_CHECKS = (("lr", "learning rate"), ("optimizer", "optimizer"), ("schedule
                  ("samples", "number of samples"), ("data", "data (fingerprint)"))
 
 
+def check_resume_epochs(path: str | Path, epochs: int, epoch: int | None = None) -> int:
+    """The checkpoint's epoch, or a one-line error if it is past the ``epochs`` asked for (or missing)."""
+    epoch = checkpoint_epoch(path) if epoch is None else epoch
+    if epoch is None:
+        raise UserError(f"{path}: no checkpoint to resume from" if not Path(path).exists()
+                        else f"{path}: not a checkpoint (no epoch in it)")
+    if epochs < epoch:
+        raise UserError(f"{path}: cannot resume: the checkpoint is already at epoch {epoch}, past the {epochs} "
+                        f"epochs asked for (ask for {epoch} or more epochs)")
+    return epoch
+
+
 def _check_resumable(path: Path, saved: dict, config: dict, epochs: int, epoch: int) -> None:
     for key, label in RESUME_CHECKS:
         if saved.get(key) != config[key]:
             raise UserError(f"{path}: cannot resume: the checkpoint's {label} is {saved.get(key)!r}, this run's "
                             f"is {config[key]!r} (resume needs the same settings and data)")
-    if epochs < epoch:
-        raise UserError(f"{path}: cannot resume: the checkpoint is already at epoch {epoch}, past the {epochs} "
-                        f"epochs asked for (ask for {epoch} or more epochs)")
+    check_resume_epochs(path, epochs, epoch)
 
 
 # ---- history files -------------------------------------------------------------------------------------------

@@ -37,6 +37,15 @@ VARIANTS = [
 STEPS = 50
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small tensors: torch's thread pool only costs time (20x on a busy two-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ids(variant):
     name, settings = variant
     return name + "".join(f"-{k}={v}" for k, v in settings.items())
