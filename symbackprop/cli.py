@@ -493,10 +493,10 @@ def verify(model, module_path, data_path, samples, steps, seed, no_torch):
     gradients. Prints a table; exits 1, naming the parameters and checks, when any check fails.
     """
     from .train import train_settings
-    from .verify import check_data, check_params, load_module_gradient, verify_gradients
+    from .verify import LR, check_data, check_params, load_module_gradient, verify_gradients
     with user_errors():
         m = load(model)
-        lr = train_settings(m.train, m.graph, model)["lr"]
+        lr = train_settings(m.train, m.graph, model)["lr"] if "lr" in m.train else LR
         with data_warnings():
             data, described = check_data(m.graph, m.data, samples, seed, data_path, model)
         tested = load_module_gradient(module_path) if module_path else None

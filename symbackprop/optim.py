@@ -526,7 +526,7 @@ def module_source(optimizer: Optimizer, schedule: Schedule | None = None) -> str
         return "None" if config is None else repr(config.describe())
 
     hyper = ", ".join(f"{k}={v!r}" for k, v in optimizer.hyper().items())
-    next_lr = textwrap.dedent(f"""\
+    next_lr = textwrap.dedent("""\
         def next_lr(lr, epoch, base_lr):
             \"\"\"The learning rate after `epoch` epochs: constant (no schedule).\"\"\"
             return lr

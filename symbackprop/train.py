@@ -38,8 +38,7 @@ from .data import Dataset, check_arrays, sample_count
 from .files import atomic_write, write_text_atomically
 from .graph import Graph, ModelError, UserError
 from .initializers import initial_params
-from .optim import (OPTIMIZER_KEYS, SCHEDULE_KEYS, Optimizer, Schedule, batches, check_value, make_optimizer,
-                    make_schedule)
+from .optim import OPTIMIZER_KEYS, SCHEDULE_KEYS, Optimizer, Schedule, batches, make_optimizer, make_schedule
 
 CHECKPOINT_FORMAT = 2
 

@@ -31,6 +31,7 @@ from .graph import Graph, UserError
 
 EPS, ATOL, RTOL = 1e-6, 1e-5, 1e-3
 STEPS, MAX_ELEMENTS, SAMPLES = 20, 64, 16
+LR = 0.1  # the training check's step when the model sets no [train] lr
 
 LossAndGrad = Callable[[dict, dict], tuple]
 
@@ -212,7 +213,7 @@ def gradient_shape_problem(graph: Graph, grads: Any) -> dict[str, str]:
 
 def verify_gradients(graph: Graph, params: dict | None = None, data: dict | None = None, seed: int = 0, *,
                      loss_and_grad: LossAndGrad | None = None, data_table: dict | None = None,
-                     samples: int = SAMPLES, steps: int = STEPS, lr: float = 0.1, use_torch: bool = True,
+                     samples: int = SAMPLES, steps: int = STEPS, lr: float = LR, use_torch: bool = True,
                      max_elements: int = MAX_ELEMENTS, eps: float = EPS, atol: float = ATOL,
                      rtol: float = RTOL) -> Report:
     """Check ``loss_and_grad`` (default: the compiled symbolic gradient) of ``graph`` against numbers.
