@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .extras import require
 from .graph import Graph, ModelError, UserError
 from .initializers import initial_params, initial_value, param_rng
 
@@ -47,12 +48,16 @@ class Dataset:
     """Arrays for training, and optionally a held-out part for evaluation."""
 
     train: dict[str, np.ndarray]
-    test: dict[str, np.ndarray] | None = None
+    held_out: dict[str, np.ndarray] | None = None
     description: str = ""
 
     @property
     def size(self) -> int:
         return sample_count(self.train)
+
+    @property
+    def held_out_size(self) -> int:
+        return sample_count(self.held_out) if self.held_out else 0
 
 
 def sample_count(arrays: dict[str, np.ndarray]) -> int:
@@ -64,15 +69,20 @@ def _shape_text(shape: tuple) -> str:
     return "(N" + "".join(f", {n}" for n in shape) + ")"
 
 
+def _inputs(graph: Graph, names: list[str] | None):
+    return [q for q in graph.input_list if names is None or q.name in names]
+
+
 def check_arrays(arrays: dict[str, Any], graph: Graph, source: str,
-                 row_name=lambda i: f"row {i}") -> dict[str, np.ndarray]:
+                 row_name=lambda i: f"row {i}", inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Every input present, numeric, shape (N, *shape), one N, finite, one-hot rows summing to one.
 
     ``row_name`` turns a 0-based row index into the words an error uses (a CSV gives its line number).
+    ``inputs`` restricts the check to those inputs (prediction needs no labels); default: all.
     """
     out: dict[str, np.ndarray] = {}
     first: str | None = None
-    for q in graph.input_list:
+    for q in _inputs(graph, inputs):
         if q.name not in arrays:
             raise DataError(f"{source}: no data for input '{q.name}'")
         raw = np.asarray(arrays[q.name])
@@ -112,7 +122,15 @@ def csv_columns(name: str, shape: tuple) -> list[str]:
     return [f"{name}[{i},{j}]" for i in range(shape[0]) for j in range(shape[1])]
 
 
-def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Read a CSV file whose header names the inputs' columns (see the module docstring)."""
     source = str(path)
     try:
@@ -125,20 +143,25 @@ def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
     if not lines:
         raise DataError(f"{source}: empty file (expected a header row naming the inputs)")
     header = [h.strip() for h in lines[0][1]]
+    wanted = {q.name: csv_columns(q.name, q.shape) for q in _inputs(graph, inputs)}
+    if all(_is_number(h) for h in header if h):
+        example = ",".join(c for columns in wanted.values() for c in columns[:2])
+        raise DataError(f"{source}: line 1 holds numbers ({','.join(header[:3])}{',...' if len(header) > 3 else ''}), "
+                        f"but it must be a header naming the columns, such as {example}")
     duplicate = next((h for i, h in enumerate(header) if h in header[:i]), None)
     if duplicate is not None:
         raise DataError(f"{source}: column '{duplicate}' appears twice in the header")
     body = lines[1:]
     if not body:
         raise DataError(f"{source}: no data rows after the header")
-    wanted = {q.name: csv_columns(q.name, q.shape) for q in graph.input_list}
     for name, columns in wanted.items():
         missing = [c for c in columns if c not in header]
         if missing:
             expected = columns[0] if len(columns) == 1 else f"{columns[0]} ... {columns[-1]}"
             raise DataError(f"{source}: missing column '{missing[0]}' for input '{name}' (expected {expected})")
     used = {c for columns in wanted.values() for c in columns}
-    ignored = [h for h in header if h not in used]
+    every = {c for q in graph.input_list for c in csv_columns(q.name, q.shape)}
+    ignored = [h for h in header if h not in every]
     if ignored:
         warnings.warn(f"{source}: ignoring column{'s' if len(ignored) > 1 else ''} "
                       f"{', '.join(repr(c) for c in ignored[:5])}{' ...' if len(ignored) > 5 else ''} "
@@ -159,29 +182,36 @@ def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
             values[r, index[column]] = value
     arrays = {name: values[:, [index[c] for c in columns]].reshape((len(body),) + graph[name].shape)
               for name, columns in wanted.items()}
-    return check_arrays(arrays, graph, source, row_name=lambda i: f"line {body[i][0]}")
+    return check_arrays(arrays, graph, source, row_name=lambda i: f"line {body[i][0]}", inputs=inputs)
 
 
-def read_npz(path: Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read a .npz file holding one array per input, shape (N, *shape)."""
+def npz_arrays(path: str | Path, kind: str = "") -> dict[str, np.ndarray]:
+    """Every array of a .npz archive (no pickles); a one-line DataError when it cannot be read as one."""
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
                 raise ValueError("a single .npy array, not an archive of named arrays")
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({' '.join(str(e).split())[:80]})") from None
+        raise DataError(f"{path}: not a readable .npz {kind}file ({' '.join(str(e).split())[:80]})") from None
+
+
+def read_npz(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a .npz file holding one array per input, shape (N, *shape)."""
+    arrays = npz_arrays(path)
     if not arrays:
         raise DataError(f"{path}: empty file (no arrays)")
     ignored = sorted(set(arrays) - {q.name for q in graph.input_list})
     if ignored:
         warnings.warn(f"{path}: ignoring array{'s' if len(ignored) > 1 else ''} {', '.join(map(repr, ignored[:5]))} "
                       "(no input has that name)", DataWarning, stacklevel=2)
-    return check_arrays(arrays, graph, str(path), row_name=lambda i: f"row index {i}")
+    return check_arrays(arrays, graph, str(path), row_name=lambda i: f"row index {i}", inputs=inputs)
 
 
-def load_data(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read a CSV or .npz data file for ``graph``'s inputs: input name -> float64 array (N, *shape)."""
+def load_data(path: str | Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a CSV or .npz data file for ``graph``'s inputs: input name -> float64 array (N, *shape).
+
+    ``inputs`` names the inputs needed (default: all); the others may be absent."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -189,7 +219,7 @@ def load_data(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unknown data format '{path.suffix}' (use .csv or .npz)")
-    return reader(path, graph)
+    return reader(path, graph, inputs)
 
 
 # ---- the model file's [data] table ------------------------------------------------------------------
@@ -280,11 +310,8 @@ def from_sklearn(graph: Graph, table: dict, where: str = "[data]") -> tuple[dict
         raise ModelError(f"{where} sklearn", f"unknown data set {name!r} (choose from {', '.join(SKLEARN_SETS)})")
     x_name = _input_name({"features": "x", **table}, "features", graph, where)
     y_name = _input_name({"labels": "y", **table}, "labels", graph, where)
-    try:
-        import sklearn.datasets
-    except ImportError:
-        raise UserError(f"[data] sklearn = \"{name}\" needs scikit-learn: pip install 'symbackprop[data]'") from None
-    bunch = getattr(sklearn.datasets, SKLEARN_SETS[name])()
+    datasets = require("sklearn.datasets", "data", f"[data] sklearn = \"{name}\"", "scikit-learn")
+    bunch = getattr(datasets, SKLEARN_SETS[name])()
     x, labels = bunch.data.astype(np.float64), bunch.target.astype(int)
     classes = int(labels.max()) + 1
     if graph[x_name].shape != (x.shape[1],):

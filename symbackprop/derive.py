@@ -21,7 +21,7 @@ from sympy.polys.polyerrors import BasePolynomialError
 
 from .functions import prime_names, sigmoid
 from .graph import Graph, ModelError, UserError
-from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
+from .steps import Adjoint, Math, Partial, Prime, Product, Step, Total
 from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
 
 #: expanded forms larger than this (in SymPy operations) get ``factor_terms`` only; smaller ones the
@@ -200,8 +200,12 @@ class Edge:
 class Derivation:
     """Every gradient of the loss, derived by reverse mode, with the steps that explain it."""
 
-    def __init__(self, graph: Graph, wrt: list[str] | None = None):
+    def __init__(self, graph: Graph, wrt: list[str] | None = None, optimizer=None, schedule=None):
+        from .optim import make_optimizer
         self.graph = graph.validate()
+        #: the update rule shown after the gradients (default: the seed's plain gradient descent)
+        self.optimizer = make_optimizer(optimizer) if isinstance(optimizer, str) else optimizer or make_optimizer()
+        self.schedule = schedule
         self.loss = graph.loss_name
         self.targets = self._check_targets(wrt)
         self.shape_of = Shapes(graph.shapes)
@@ -266,10 +270,14 @@ class Derivation:
         for t in self.targets:
             if t not in last_consumer:  # the loss does not depend on it
                 self.steps.append(Step(self._target_kind(t), Math(self.adjoint(t)), (Math(sp.S.Zero),), t))
-        for p in g.params:
-            if p.name in self.targets:
-                self.steps.append(Step("update", NewValue(p.symbol),
-                                       (UpdateRule(p.symbol, self.adjoint(p.name)),), p.name))
+        self._update_steps()
+
+    def _update_steps(self) -> None:
+        """The optimizer's update of every parameter derived, after its gradient (see :mod:`.optim`)."""
+        from .optim import update_steps
+        params = [(p.name, p.symbol, self.adjoint(p.name)) for p in self.graph.params if p.name in self.targets]
+        if params:
+            self.steps.extend(update_steps(self.optimizer, params, self.schedule))
 
     def _target_kind(self, name: str) -> str:
         return "param" if self.graph[name].kind == "param" else "gradient"
@@ -476,6 +484,11 @@ class Derivation:
         return self.to("text")
 
 
-def derive(graph: Graph, wrt: list[str] | None = None) -> Derivation:
-    """Derive dL/dw for every parameter (or for the names in ``wrt``) of ``graph``."""
-    return Derivation(graph, wrt)
+def derive(graph: Graph, wrt: list[str] | None = None, optimizer=None, schedule=None) -> Derivation:
+    """Derive dL/dw for every parameter (or for the names in ``wrt``) of ``graph``.
+
+    The steps end with the update of each parameter by ``optimizer`` (an :class:`~symbackprop.optim.Optimizer`
+    or its name; default plain SGD, the seed's w_new = w_old - eta dL/dw) under the learning-rate
+    ``schedule`` (an :class:`~symbackprop.optim.Schedule`, default none).
+    """
+    return Derivation(graph, wrt, optimizer, schedule)

@@ -34,6 +34,7 @@ import sympy as sp
 
 from .functions import FUNCTIONS
 from .graph import Graph, ModelError, TensorSymbol
+from .initializers import check_init
 from .tensor import TENSOR_FUNCTIONS, matmul, transpose
 
 MAX_FILE_BYTES = 1_000_000
@@ -562,9 +563,10 @@ def _declare(graph: Graph, source: str, inputs: dict, params: dict) -> None:
     for key, spec in params.items():
         where = _entry(source, "params", key)
         spec = _options(spec, PARAM_KEYS, where)
-        init = spec.get("init", 0.0)
+        init, shape = spec.get("init", 0.0), _shape(spec, where)
         _check_init(init, where)
-        graph.param(key, _shape(spec, where), init=init, where=where)
+        check_init(init, shape, where)
+        graph.param(key, shape, init=init, where=where)
 
 
 def _define(graph: Graph, source: str, nodes: dict, loss: dict) -> None:

@@ -106,9 +106,13 @@ def test_bad_models_give_one_line_and_exit_1(tmp_path, monkeypatch, case, comman
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # nothing written, nothing run
 
 
-def test_a_missing_model_file_is_a_clean_error():
-    result = run("derive", "no-such-file.toml")
-    assert result.exit_code == 2 and "does not exist" in result.output
+@pytest.mark.parametrize("command", ["derive", "codegen", "train", "verify", "predict", "evaluate"])
+def test_a_missing_model_file_is_bad_input_one_line_and_status_1(command, tmp_path):
+    extra = {"codegen": ["-o", tmp_path / "g.py"], "predict": ["--params", "p.npz", "--data", "d.csv"],
+             "evaluate": ["--params", "p.npz"]}.get(command, [])
+    result = run(command, "no-such-file.toml", *extra)
+    assert result.exit_code == 1
+    assert result.output == "Error: no-such-file.toml: file: no such file\n"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
