@@ -307,20 +307,20 @@ def test_adam_shows_its_settings_moment_estimates_and_bias_correction():
         "(eta, beta_1, beta_2, epsilon) = (0.001, 0.9, 0.999, 1.0e-8)",
         "(m_w,0, v_w,0) = (0, 0)",
         "g_w,t = dL/dw",
-        "m_w,t = beta_1*m_w,t-1 + g_w,t*(1 - beta_1)",
-        "v_w,t = beta_2*v_w,t-1 + g_w,t**2*(1 - beta_2)",
-        "mhat_w,t = m_w,t/(1 - beta_1**t)",
-        "vhat_w,t = v_w,t/(1 - beta_2**t)",
-        "w_new = w_old - eta * mhat_w,t/(epsilon + sqrt(vhat_w,t))",
+        "m_w,t = beta_1 * m_w,t-1 + g_w,t * (1 - beta_1)",
+        "v_w,t = beta_2 * v_w,t-1 + g_w,t**2 * (1 - beta_2)",
+        "mhat_w,t = m_w,t / (1 - beta_1**t)",
+        "vhat_w,t = v_w,t / (1 - beta_2**t)",
+        "w_new = w_old - eta * mhat_w,t / (sqrt(vhat_w,t) + epsilon)",
     ]
 
 
 def test_sgd_with_nesterov_momentum_and_weight_decay_and_a_schedule_shows_each_piece():
     lines = text_steps(make_optimizer("sgd", momentum=0.9, nesterov=True, weight_decay=0.01),
                        make_schedule("step", step_size=10))
-    assert lines[:2] == ["(eta_0, mu, lambda, s, gamma) = (0.001, 0.9, 0.01, 10, 0.1)", "eta = eta_0*gamma**floor(e/s)"]
-    assert lines[2:] == ["g_w,t = dL/dw + lambda*w", "b_w,1 = g_w,1", "b_w,t = b_w,t-1*mu + g_w,t",
-                         "d_w,t = b_w,t*mu + g_w,t", "w_new = w_old - eta * d_w,t"]
+    assert lines[:2] == ["(eta_0, mu, lambda, s, gamma) = (0.001, 0.9, 0.01, 10, 0.1)", "eta = eta_0 * gamma**floor(e / s)"]
+    assert lines[2:] == ["g_w,t = lambda * w + dL/dw", "b_w,1 = g_w,1", "b_w,t = b_w,t-1 * mu + g_w,t",
+                         "d_w,t = b_w,t * mu + g_w,t", "w_new = w_old - eta * d_w,t"]
 
 
 def test_derive_shows_the_models_train_optimizer_and_the_option_replaces_it(tmp_path):
@@ -330,7 +330,7 @@ def test_derive_shows_the_models_train_optimizer_and_the_option_replaces_it(tmp_
     model.write_text((ROOT / "examples" / "neuron.toml").read_text().replace("lr = 2.0", 'optimizer = "rmsprop"\n'
                                                                               "lr = 0.01\ncentered = true"))
     shown = CliRunner().invoke(main, ["derive", str(model), "--format", "text"])
-    assert shown.exit_code == 0 and "gbar_w,t = alpha*gbar_w,t-1 + g_w,t*(1 - alpha)" in shown.output
+    assert shown.exit_code == 0 and "gbar_w,t = alpha * gbar_w,t-1 + g_w,t * (1 - alpha)" in shown.output
     replaced = CliRunner().invoke(main, ["derive", str(model), "--format", "text", "--optimizer", "sgd"])
     assert "w_new = w_old - eta * dL/dw" in replaced.output and "gbar" not in replaced.output
     assert "Warning: " in replaced.output and "lr, centered: not used" in replaced.output
@@ -340,8 +340,8 @@ def test_update_steps_render_in_every_format():
     d = derive(MLP.graph, optimizer=make_optimizer("adamw", amsgrad=True))
     latex = d.to("latex")
     assert r"\hat{m}_{W1,t} = \frac{m_{W1,t}}{1 - \beta_{1}^{t}}" in latex
-    assert r"\mathbf{W}_{1}^{(new)} = \mathbf{W}_{1}^{(old)} - \eta d_{W1,t}" in latex
-    assert r"d_{W1,t} = \lambda \mathbf{W}_{1} + \frac{\hat{m}_{W1,t}}{\epsilon + \sqrt{\hat{v}_{W1,t}}}" in latex
+    assert r"\mathbf{W}_{1}^{(\text{new})} = \mathbf{W}_{1}^{(\text{old})} - \eta d_{W1,t}" in latex
+    assert r"d_{W1,t} = \lambda \mathbf{W}_{1} + \frac{\hat{m}_{W1,t}}{\sqrt{\hat{v}_{W1,t}} + \epsilon}" in latex
     for fmt in ("markdown", "mathml", "html"):
         assert d.to(fmt).count("beta") + d.to(fmt).count("&#946;") > 0
 
