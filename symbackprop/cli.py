@@ -215,8 +215,9 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
         with data_warnings():
             if at or sample is not None:
                 from .evaluate import evaluation_from_options
-                evaluation = evaluation_from_options(derive_gradients(m.graph), m, model, at, sample, data_path,
-                                                     digits, lr)
+                rule, schedule = update_rule(m, None)
+                derivation = derive_gradients(m.graph, optimizer=rule, schedule=schedule)
+                evaluation = evaluation_from_options(derivation, m, model, at, sample, data_path, digits, lr)
             page = make_report(m, model, evaluation, train=train_too, data_path=data_path, use_torch=not no_torch,
                                progress=lambda text: click.echo(f"{text} ...", err=True))
         write_text_atomically(path, page)

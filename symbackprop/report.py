@@ -163,8 +163,8 @@ def training_section(result, settings: dict[str, Any], described: str) -> str:
     cells = [("data", described), ("learning rate", f"{settings['lr']:g}"), ("epochs", str(result.epochs)),
              ("batch", str(settings["batch_size"] or "full")), ("seed", str(settings["seed"])),
              ("loss", f"{first['loss']:.6g} (epoch 0) \u2192 {last['loss']:.6g} (epoch {last['epoch']})")]
-    for key, label in (("accuracy", "training accuracy"), ("test_accuracy", "held-out accuracy"),
-                       ("test_loss", "held-out loss")):
+    for key, label in (("accuracy", "training accuracy"), ("held_out_accuracy", "held-out accuracy"),
+                       ("held_out_loss", "held-out loss")):
         if key in last:
             cells.append((label, f"{last[key]:.2%}" if "accuracy" in key else f"{last[key]:.6g}"))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in cells)
@@ -248,8 +248,9 @@ def make_report(model, source: str | None = None, evaluation=None, train: bool =
     from .train import train as run_training, train_settings
     from .verify import check_data, check_params, verify_gradients
     g = model.graph
-    derivation = evaluation.derivation if evaluation is not None else derive(g)
     settings = train_settings(model.train, g, source)
+    derivation = evaluation.derivation if evaluation is not None else \
+        derive(g, optimizer=settings["optimizer"], schedule=settings["schedule"])
     say = progress or (lambda text: None)
     say("checking the gradients")
     data, described = check_data(g, model.data, samples, seed, data_path, source)
@@ -261,8 +262,9 @@ def make_report(model, source: str | None = None, evaluation=None, train: bool =
         from .data import model_data
         say(f"training for {settings['epochs']} epochs")
         dataset = model_data(g, model.data, data_path, source)
-        result = run_training(g, dataset, lr=settings["lr"], epochs=settings["epochs"], batch_size=settings["batch_size"],
+        result = run_training(g, dataset, epochs=settings["epochs"], batch_size=settings["batch_size"],
                               seed=settings["seed"], predict=settings["predict"], target=settings["target"],
-                              compiled=compile_gradient(derivation))
+                              compiled=compile_gradient(derivation), optimizer=settings["optimizer"],
+                              schedule=settings["schedule"], patience=settings["patience"])
         training = (result, settings, dataset.description)
     return build_report(derivation, source, evaluation, verified, training)

@@ -91,8 +91,8 @@ class TrainResult:
         from .svg import line_chart
         rows = [self.initial, *self.history]
         series = {"loss": [r["loss"] for r in rows]}
-        if any("test_loss" in r for r in rows):
-            series["held-out loss"] = [r.get("test_loss") for r in rows]
+        if any("held_out_loss" in r for r in rows):
+            series["held-out loss"] = [r.get("held_out_loss") for r in rows]
         return line_chart([r["epoch"] for r in rows], series, title)
 
     def _repr_html_(self) -> str:
@@ -100,7 +100,7 @@ class TrainResult:
         import html
         first, last = self.initial, self.last
         cells = [("epochs", str(self.epochs)), ("loss", f"{first['loss']:.6g} \u2192 {last['loss']:.6g}")]
-        for key, label in (("accuracy", "training accuracy"), ("test_accuracy", "held-out accuracy")):
+        for key, label in (("accuracy", "training accuracy"), ("held_out_accuracy", "held-out accuracy")):
             if key in last:
                 cells.append((label, f"{last[key]:.2%}"))
         rows = "".join(f"<tr><th style=\"text-align:left;padding-right:1em\">{html.escape(k)}</th>"
