@@ -12,7 +12,8 @@ a mix of formats is refused before any worker starts; the workers read the parti
 one line naming the file, the column, and the row: ``parts/p3.parquet: row index 7, column 'x[1]': nan
 is not a finite number``.
 
-pyarrow reads both formats (imported here only, so symbackprop works without it). A CSV file is read
+:func:`write_partitions` writes arrays as such files. pyarrow reads and writes both formats (imported
+here only, so symbackprop works without it). A CSV file is read
 with pyarrow first; if that fails or meets a cell that is not a finite number, the file is read again
 with :func:`symbackprop.data.read_csv`, the reference reader, whose error gives the line number (or
 whose numbers are used, where it accepts what pyarrow did not).
