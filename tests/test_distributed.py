@@ -6,6 +6,7 @@ Every wait on the cluster has a timeout (TIMEOUT), so a broken cluster fails a t
 import importlib
 import linecache
 import os
+import shutil
 import signal
 import time
 
@@ -33,10 +34,11 @@ TIMEOUT = 60  # seconds, for every wait on the cluster
 WORKER_MEMORY = 400e6  # bytes: each worker's memory limit; low, for the larger-than-memory test (a worker
 # process with NumPy, SymPy, pyarrow and pandas loaded holds about 230 MB; Dask pauses one at 80 % of its limit)
 
-VECTOR_MATRIX = parse_model('[inputs]\nx = { shape = [3] }\nM = { shape = [2, 3] }\ny = { shape = [2] }\n'
-                            '[params]\nW = { shape = [2, 3], init = "glorot" }\nb = { shape = [2], init = 0.1 }\n'
-                            '[nodes]\nh = "tanh(W @ x + b) + M @ x"\n'
-                            '[loss]\nL = "sum((h - y)**2) / 2"\n', "vector_matrix.toml")
+VECTOR_MATRIX = parse_model(  # vector, matrix and size-1 sides: columns x[0], M[1,2], c[1,0], ...
+    '[inputs]\nx = { shape = [3] }\nM = { shape = [2, 3] }\nc = { shape = [2, 1] }\ny = { shape = [2] }\n'
+    '[params]\nW = { shape = [2, 3], init = "glorot" }\nb = { shape = [2], init = 0.1 }\n'
+    'u = { shape = [1], init = 0.5 }\n'
+    '[nodes]\nh = "tanh(W @ x + b) + M @ x + c * u"\n[loss]\nL = "sum((h - y)**2) / 2"\n', "vector_matrix.toml")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,8 @@ def wait_until(condition, timeout=TIMEOUT):
 
 def vm_data(n: int, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"x": scale * rng.normal(size=(n, 3)), "M": rng.normal(size=(n, 2, 3)), "y": rng.normal(size=(n, 2))}
+    return {"x": scale * rng.normal(size=(n, 3)), "M": rng.normal(size=(n, 2, 3)), "c": rng.normal(size=(n, 2, 1)),
+            "y": rng.normal(size=(n, 2))}
 
 
 def assert_same(got, expected, tol=1e-12):
@@ -258,25 +261,25 @@ def test_a_block_that_shrank_since_loading_refuses_the_step(client, tmp_path):
 
 
 def test_data_larger_than_a_workers_memory_limit_streams_from_parquet(client, tmp_path):
-    # 8 files, 8 row groups each, of a 1000-row base block repeated: the mean over all rows is the mean
-    # over the base block, computed in this process; on disk a few MB (dictionary-encoded values).
+    # 8 files of 8 row groups each, every file a 1000-row base block repeated 410 times: the mean over
+    # all rows is the mean over the base block, computed here. On disk a few MB (dictionary encoding).
     model = parse_model('[inputs]\nx = { shape = [15] }\ny = {}\n[params]\nw = { shape = [15], init = 0.1 }\n'
                         'b = {}\n[loss]\nL = "(w.T @ x + b - y)**2 / 2"\n', "linear.toml")
     compiled = compile_gradient(model.graph)
     rng = np.random.default_rng(0)
     base = {"x": rng.integers(-2, 2, size=(1000, 15)) / 2.0, "y": rng.integers(0, 4, size=1000) / 4.0}
-    copies = [400, 430, 410, 420, 405, 425, 415, 395]  # uneven files: 52 MB to 57 MB in memory
-    for i, k in enumerate(copies):
-        write_partitions({name: np.tile(v, (k,) + (1,) * (v.ndim - 1)) for name, v in base.items()},
-                         tmp_path / f"f{i}", 1, row_group_rows=-(-k * 1000 // 8))
-    in_memory = sum(copies) * 1000 * 16 * 8
-    assert in_memory > WORKER_MEMORY and sum(f.stat().st_size for f in tmp_path.glob("f*/*")) < 20e6
+    rows = 410 * 1000
+    first, = write_partitions({name: np.tile(v, (410,) + (1,) * (v.ndim - 1)) for name, v in base.items()},
+                              tmp_path / "write", 1, row_group_rows=rows // 8)
+    for i in range(8):
+        shutil.copy(first, tmp_path / f"p{i}.parquet")
+    assert 8 * rows * 16 * 8 > WORKER_MEMORY and 8 * first.stat().st_size < 20e6  # 420 MB as float64
     pids = client.run(os.getpid)
-    dask_data = DaskData.from_files(f"{tmp_path}/f*/*.parquet", compiled, client, persist=False, timeout=TIMEOUT)
-    assert dask_data.total == sum(copies) * 1000 and len(dask_data) == 64
+    dask_data = DaskData.from_files(tmp_path / "*.parquet", compiled, client, persist=False, timeout=TIMEOUT)
+    assert dask_data.total == 8 * rows and len(dask_data) == 64
     params = initial_params(model.graph, 0)
     with DaskGradient(compiled, dask_data, timeout=TIMEOUT) as engine:
-        assert_same(engine.loss_and_grad(params), compiled.loss_and_grad(params, base), tol=1e-11)
+        assert_same(engine.loss_and_grad(params), compiled.loss_and_grad(params, base))
     assert client.run(os.getpid) == pids  # no worker was restarted for using too much memory
 
 
