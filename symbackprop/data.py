@@ -197,8 +197,6 @@ def arrays_from_columns(columns: Mapping[str, Any], layout: Sequence[InputColumn
 
 
 # ---- files ----------------------------------------------------------------------------------------------
-
-
 def read_csv(path: Path, graph: Graph | Sequence[InputColumns]) -> dict[str, np.ndarray]:
     """Read a CSV file whose header names the inputs' columns (see the module docstring)."""
     source = str(path)

@@ -419,11 +419,12 @@ class DaskData:
         return h.hexdigest()[:16]
 
     def close(self) -> None:
-        """Release the blocks held in worker memory."""
-        futures = [b for b in self.blocks if isinstance(b, _dask()[1].Future)]
-        if futures:
-            self.client.cancel(futures)
-        self.blocks = []
+        """Let go of the blocks held in worker memory (released, not cancelled: another DaskData on the
+        same files shares their keys and keeps them)."""
+        for b in self.blocks:
+            if isinstance(b, _dask()[1].Future):
+                b.release()
+        self.blocks, self.local = [], None
 
 
 def _compute_each(client: Any, func: Callable, argument_lists: Sequence[tuple]) -> list:
@@ -480,7 +481,9 @@ class CompensatedSum:
             self.total, self.error = x.copy(), np.zeros_like(x)
             return
         t = self.total + x
-        self.error += np.where(np.abs(self.total) >= np.abs(x), (self.total - t) + x, (x - t) + self.total)
+        with np.errstate(invalid="ignore"):  # inf - inf: an infinite sum needs no correction
+            lost = np.where(np.abs(self.total) >= np.abs(x), (self.total - t) + x, (x - t) + self.total)
+        self.error += np.where(np.isfinite(t), lost, 0.0)
         self.total = t
 
     def value(self) -> np.ndarray:

@@ -5,6 +5,7 @@ Every wait on the cluster has a timeout (TIMEOUT), so a broken cluster fails a t
 """
 import importlib
 import linecache
+import math
 import os
 import shutil
 import signal
@@ -24,8 +25,8 @@ from conftest import EXAMPLES  # noqa: E402
 from helpers import generated_module, load_example  # noqa: E402
 from symbackprop.compile import compile_gradient  # noqa: E402
 from symbackprop.data import DataError, model_data  # noqa: E402
-from symbackprop.distributed import (DaskData, DaskGradient, DistributedError, block_batches,  # noqa: E402
-                                     block_order, connect, dask_loss_and_grad, remote_gradient)
+from symbackprop.distributed import (CompensatedSum, DaskData, DaskGradient, DistributedError,  # noqa: E402
+                                     block_batches, block_order, connect, dask_loss_and_grad, remote_gradient)
 from symbackprop.initializers import initial_params  # noqa: E402
 from symbackprop.modelfile import parse_model  # noqa: E402
 from symbackprop.partitions import write_partitions  # noqa: E402
@@ -210,6 +211,34 @@ def test_evaluate_gives_the_mean_loss_and_accuracy_over_all_blocks(client):
         row = engine.evaluate(params, predict="p", target="y")
     assert row["accuracy"] == truth
     np.testing.assert_allclose(row["loss"], np.mean(values["L"]), rtol=1e-12)
+
+
+def test_compensated_sums_are_exact_whatever_the_order_and_infinite_like_a_plain_sum():
+    rng = np.random.default_rng(0)
+    terms = rng.normal(size=(1000, 3)) * 10.0 ** rng.integers(-8, 9, size=(1000, 1))
+    exact = [math.fsum(terms[:, j]) for j in range(3)]
+    for order in (np.arange(1000), rng.permutation(1000)):
+        total = CompensatedSum()
+        for t in terms[order]:
+            total.add(t)
+        np.testing.assert_array_equal(total.value(), exact)
+    infinite = CompensatedSum()
+    for t in (1.0, np.inf, 2.0):
+        infinite.add(t)
+    assert infinite.value() == np.inf
+
+
+def test_closing_one_data_set_leaves_another_on_the_same_files_intact(client, tmp_path):
+    compiled = compile_gradient(VECTOR_MATRIX.graph)
+    data = vm_data(40)
+    write_partitions(data, tmp_path, 4)
+    first = DaskData.from_files(tmp_path, compiled, client, timeout=TIMEOUT)
+    second = DaskData.from_files(tmp_path, compiled, client, timeout=TIMEOUT)
+    first.close()
+    params = initial_params(VECTOR_MATRIX.graph, 0)
+    with DaskGradient(compiled, second, timeout=TIMEOUT) as engine:
+        assert_same(engine.loss_and_grad(params), compiled.loss_and_grad(params, data))
+    second.close()
 
 
 # ---- mini-batches of blocks --------------------------------------------------------------------------------
