@@ -338,7 +338,7 @@ class DaskData:
         if not arrays:
             raise UserError("no arrays: give input name -> array (N, *shape)")
         if not any(isinstance(v, da.Array) for v in arrays.values()):
-            data = check_arrays(arrays, layout, "arrays") if layout else {
+            data = check_arrays(arrays, layout, "arrays", row_name=lambda i: f"row index {i}") if layout else {
                 k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
             n = sample_count(data)
             lengths = {k: len(v) for k, v in data.items()}
@@ -651,22 +651,24 @@ def dask_loss_and_grad(gradient: Any, params: Mapping[str, Any], data: Any, clie
 
     ``data``: a :class:`DaskData`; a Dask dataframe with CSV-named columns; input name -> Dask (or
     NumPy) array ``(N, *shape)``; a list of partitions (dicts of arrays, futures or ``Delayed``); or a
-    glob/directory of Parquet or CSV files. One call sends the gradient, loads the data, takes one
-    full-batch step and releases what it sent; for many steps use :class:`DaskGradient`.
+    glob/directory of Parquet or CSV files. ``model`` (a graph, ...) names the inputs' columns and
+    checks the data; by default the gradient's own inputs, when it says them (a compiled gradient or a
+    generated module). One call sends the gradient, loads the data, takes one full-batch step and
+    releases what it sent; for many steps use :class:`DaskGradient`.
     """
-    dask, _ = _dask()
+    _dask()
     import dask.dataframe as dd
     client = _client(client)
-    model = model if model is not None else gradient
+    layout = model_layout(model) if model is not None else remote_gradient(gradient)[1]
     owned = not isinstance(data, DaskData)
     if isinstance(data, (str, os.PathLike)):
-        data = DaskData.from_files(data, model, client, timeout=timeout)
+        data = DaskData.from_files(data, layout if layout is not None else gradient, client, timeout=timeout)
     elif isinstance(data, dd.DataFrame):
-        data = DaskData.from_dataframe(data, model, client, timeout=timeout)
+        data = DaskData.from_dataframe(data, layout if layout is not None else gradient, client, timeout=timeout)
     elif isinstance(data, Mapping):
-        data = DaskData.from_arrays(data, client, timeout=timeout)
+        data = DaskData.from_arrays(data, client, model=layout, timeout=timeout)
     elif isinstance(data, Sequence):
-        data = DaskData.from_partitions(data, client, timeout=timeout)
+        data = DaskData.from_partitions(data, client, model=layout, timeout=timeout)
     elif not isinstance(data, DaskData):
         raise UserError(f"cannot distribute data of type {type(data).__name__}")
     try:

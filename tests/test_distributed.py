@@ -7,6 +7,7 @@ import importlib
 import linecache
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -275,6 +276,14 @@ def test_bad_data_on_a_worker_is_a_one_line_error_naming_file_row_and_column(cli
         DaskData.from_files(tmp_path, VECTOR_MATRIX.graph, client, timeout=TIMEOUT)
     where = tmp_path / "part-00001.parquet"
     assert str(e.value) == f"{where}: row index 3, column 'M[1,2]': nan is not a finite number"
+
+
+def test_arrays_from_this_process_are_checked_against_the_gradients_inputs(client):
+    compiled = compile_gradient(VECTOR_MATRIX.graph)
+    data = vm_data(10)
+    data["y"][7, 1] = np.inf
+    with pytest.raises(DataError, match=re.escape("arrays: 'y' row index 7 holds inf (data must be finite numbers)")):
+        dask_loss_and_grad(compiled, initial_params(VECTOR_MATRIX.graph, 0), data, client, timeout=TIMEOUT)
 
 
 def test_a_block_that_shrank_since_loading_refuses_the_step(client, tmp_path):
