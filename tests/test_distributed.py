@@ -18,8 +18,9 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="the Dask engine's tests need dask, distributed and "
                                                         "pyarrow: pip install 'symbackprop[dask]'")
 pytest.importorskip("pyarrow", reason="the Dask engine's tests need pyarrow: pip install 'symbackprop[dask]'")
+dd = pytest.importorskip("dask.dataframe", reason="the Dask engine's tests need dask[dataframe] (pandas): "
+                                                  "pip install 'symbackprop[dask]'")
 import dask.array as da  # noqa: E402
-import dask.dataframe as dd  # noqa: E402
 import psutil  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
