@@ -26,11 +26,12 @@ CORPUS = Path(__file__).resolve().parent.parent / "tests" / "hostile"
 LIMIT_S = 10.0
 
 
-def run_one(path: Path) -> dict:
-    """Run ``symbackprop derive path`` in a fresh interpreter: its exit status, output, time and peak memory."""
+def run_one(path: Path, *options: str) -> dict:
+    """Run ``symbackprop derive path [options]`` in a fresh interpreter: its exit status, output, time and
+    peak memory (also used by bench_expanded.py)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "symbackprop", "derive", str(path)],
+        proc = subprocess.Popen([sys.executable, "-m", "symbackprop", "derive", str(path), *options],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         watchdog = threading.Timer(LIMIT_S, proc.kill)
         watchdog.start()
@@ -43,7 +44,7 @@ def run_one(path: Path) -> dict:
     return {"file": path.name, "status": os.waitstatus_to_exitcode(status), "seconds": seconds,
             "lines": len(stderr.strip().splitlines()), "traceback": "Traceback" in stdout + stderr,
             "message": stderr.strip().splitlines()[0] if stderr.strip() else stdout.strip()[:80],
-            "peak_mb": usage.ru_maxrss / 1024}
+            "peak_mb": usage.ru_maxrss / 1024, "stdout": stdout}
 
 
 def run(slowest: int = 5) -> str:

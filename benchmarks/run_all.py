@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import bench_dask
 import bench_derive_scaling
+import bench_expanded
 import bench_hostile
 import bench_mlp
 import bench_seed
@@ -27,6 +29,9 @@ def main() -> None:
         parts.append(bench_seed.run(repeats=args.repeats))
         parts.append(bench_mlp.run(repeats=args.repeats))
     parts.append(bench_derive_scaling.run(repeats=max(7, args.repeats // 2)))
+    parts.append(bench_expanded.run(repeats=max(3, args.repeats // 3)))
+    with limit_threads(args.threads or None):
+        parts.append(bench_dask.run(repeats=max(5, args.repeats // 2)))
     parts.append(bench_hostile.run())
     parts.append(f"_Total benchmark time: {time.perf_counter() - start:.0f} s._\n")
     print("\n".join(parts))

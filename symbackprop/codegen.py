@@ -16,7 +16,9 @@ of producing numbers.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
+from collections.abc import Sequence
 
 import sympy as sp
 
@@ -36,6 +38,8 @@ def shape_checks_default() -> bool:
     return os.environ.get(CHECK_SHAPES_VARIABLE, "0").strip() not in ("", "0")
 
 
+#: The helpers generated code always has. (No comprehensions: symbackprop.distributed tells an unedited
+#: module by comparing its functions' code objects, and those of comprehensions never compare equal.)
 ARRAYS_HELPER = '''\
 def _arrays(params, data):
     """The parameters and inputs as float64 arrays, and N, checked against PARAMS and INPUTS.
@@ -60,16 +64,17 @@ def _arrays(params, data):
             if kind == "input" and (value.ndim != len(shape) + 1 or value.shape[1:] != shape):
                 raise ValueError(f"input {name!r} has shape {value.shape}, expected {_batch_shape(shape)}: "
                                  f"N samples along a leading batch axis, each of shape {shape}")
-    sizes = {name: arrays[name].shape[0] for name in INPUTS}
-    N = next(iter(sizes.values()), 1)
-    for name, n in sizes.items():
-        if n != N:
-            first = next(iter(sizes))
+    N, first = None, None
+    for name in INPUTS:
+        n = arrays[name].shape[0]
+        if N is None:
+            N, first = n, name
+        elif n != N:
             raise ValueError(f"input {name!r} has {n} samples but input {first!r} has {N} (the inputs of one "
                              "batch need the same number of samples N)")
     if N == 0:
-        raise ValueError(f"input {next(iter(sizes))!r} has no samples (N = 0)")
-    return arrays, N
+        raise ValueError(f"input {first!r} has no samples (N = 0)")
+    return arrays, 1 if N is None else N
 
 
 def _name_error(given, declared, kind):
@@ -83,7 +88,7 @@ def _name_error(given, declared, kind):
 
 
 def _batch_shape(shape):
-    return "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
+    return "(N, " + ", ".join(map(str, shape)) + ")" if shape else "(N,)"
 '''
 
 CHECK_SHAPE_HELPER = '''\
@@ -153,15 +158,15 @@ class ModuleWriter:
         else:
             rhs = self.printer.doprint(a.expr)
         lines = _comment(a.comment, self.indent) if a.comment else []
-        return lines + [f"{self.indent}{target} = {rhs}"] + self.shape_check(a.target)
+        return lines + [f"{self.indent}{target} = {rhs}"] + self.shape_check(
+            target, self.shapes[a.target], a.target in self.program.batched)
 
-    def shape_check(self, symbol) -> list[str]:
-        """In the shape-checked mode, the line that checks the array just assigned to ``symbol``."""
+    def shape_check(self, name: str, shape: tuple, batched: bool) -> list[str]:
+        """In the shape-checked mode, the line that checks the array just assigned to ``name``: ``shape``,
+        after the batch axis if ``batched``."""
         if not self.check_shapes:
             return []
-        batch = ", N" if symbol in self.program.batched else ""
-        return [f'{self.indent}_check_shape("{self.names[symbol]}", {self.names[symbol]}, '
-                f'{self.shapes[symbol]!r}{batch})']
+        return [f'{self.indent}_check_shape("{name}", {name}, {shape!r}{", N" if batched else ""})']
 
     def unpack(self) -> list[str]:
         """Parameters and inputs as float64 arrays, reshaped where the code computes with another shape.
@@ -238,6 +243,38 @@ class ModuleWriter:
             dead.setdefault(k, []).append(self.names[s])
         return {k: [f"{self.indent}del {', '.join(sorted(names))}"] for k, names in dead.items()}
 
+    def trace_function(self, shown: Sequence = ()) -> list[str]:
+        """``trace(params, data)``: every value the program computes, by name, for each sample.
+
+        The same assignments as ``loss_and_grad`` (none deleted), then the ``shown`` ones (the local
+        derivatives a derivation shows, ``da/dz``). It returns every node, the per-sample loss, every
+        adjoint (``"dL/dz"``), each gradient per sample (not its batch mean) and the shown values, each
+        with the batch axis: shape (N, *shape).
+        """
+        p, i = self.program, self.indent
+        taken = set(self.names.values())
+        for a in shown:
+            name = re.sub(r"\W", "_", a.target.name)
+            while name in taken:
+                name += "_"
+            self.names[a.target] = name
+            taken.add(name)
+        returned = {q.symbol for q in p.nodes} | {a.target for a in shown} | {
+            a.target for a in p.assignments if isinstance(a.target, Adjoint)}
+        lines = ["def trace(params, data):",
+                 f'{i}"""Every node, adjoint and per-sample gradient: name -> array of shape (N, *shape)."""',
+                 *self.unpack()]
+        values = []
+        for a in [*p.assignments, *shown]:
+            expr = a.expr.args[0] if isinstance(a.expr, batch_mean) else a.expr
+            lines.append(f"{i}{self.names[a.target]} = {self.printer.doprint(expr)}")
+            lines += self.shape_check(self.names[a.target], self.printer.shape(expr), self.printer.batched(expr))
+            if a.target in returned:
+                shape = p.shapes.get(a.target) or self.printer.shape(expr)
+                values.append(f'"{a.target.name}": np.broadcast_to(np.asarray({self.names[a.target]}, '
+                              f"dtype=np.float64), (N, *{tuple(shape)!r}))")
+        return lines + [f"{i}return {{{', '.join(values)}}}"]
+
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
@@ -298,3 +335,13 @@ def generate_module(program: Program, source: str | None = None, check_shapes: b
     if check_shapes is None:
         check_shapes = shape_checks_default()
     return ModuleWriter(program, source, check_shapes).write()
+
+
+def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None,
+                           check_shapes: bool | None = None) -> str:
+    """The module of :func:`generate_module` with ``trace(params, data)`` added (see
+    :meth:`ModuleWriter.trace_function`): every intermediate value, from the same printed program.
+    ``check_shapes`` as for :func:`generate_module` (the trace's assignments are checked too)."""
+    writer = ModuleWriter(program, source, shape_checks_default() if check_shapes is None else check_shapes)
+    trace = writer.trace_function(shown)  # printed first, so that the module defines the helpers it uses
+    return writer.write() + "\n\n" + "\n".join(trace) + "\n"

@@ -12,7 +12,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .codegen import generate_module
+from .codegen import generate_module, generate_traced_module
 from .derive import Derivation, derive
 from .graph import Graph
 
@@ -61,3 +61,11 @@ def compile_gradient(model: Graph | Derivation, source: str | None = None,
     text = generate_module(derivation.program(), source, check_shapes)
     module = load_source(text, derivation.graph.name)
     return CompiledGradient(module.loss_and_grad, module.forward, text, derivation)
+
+
+def compile_trace(derivation: Derivation, shown=(), check_shapes: bool | None = None
+                  ) -> Callable[[dict, dict], dict[str, Any]]:
+    """``trace(params, data) -> {name: array (N, *shape)}``: every node, adjoint and per-sample gradient of
+    the compiled gradient program, and the ``shown`` assignments (see :func:`generate_traced_module`)."""
+    text = generate_traced_module(derivation.program(), shown, check_shapes=check_shapes)
+    return load_source(text, derivation.graph.name).trace

@@ -12,6 +12,10 @@ uses are ignored with a :class:`DataWarning`. Errors give the file's line number
 
 .npz: one array per input, named like it, of shape ``(N, *shape)``; errors give the row index.
 
+The column layout (:class:`InputColumns`, :func:`check_header`, :func:`arrays_from_columns`) is shared
+with the partitioned Parquet/CSV sources of :mod:`symbackprop.partitions`, so every table format names
+its columns the same way and refuses bad cells with the same words.
+
 The model file's ``[data]`` table (see docs/training.md) gives a default data set: a ``file``, a
 ``[data.synthetic]`` teacher set, or ``sklearn = "iris" | "digits" | "breast_cancer"``; and optionally
 a held-out split with ``test_fraction`` and ``seed``.
@@ -23,10 +27,11 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .extras import require
 from .graph import Graph, ModelError, UserError
 from .initializers import initial_params, initial_value, param_rng
 
@@ -47,12 +52,16 @@ class Dataset:
     """Arrays for training, and optionally a held-out part for evaluation."""
 
     train: dict[str, np.ndarray]
-    test: dict[str, np.ndarray] | None = None
+    held_out: dict[str, np.ndarray] | None = None
     description: str = ""
 
     @property
     def size(self) -> int:
         return sample_count(self.train)
+
+    @property
+    def held_out_size(self) -> int:
+        return sample_count(self.held_out) if self.held_out else 0
 
 
 def sample_count(arrays: dict[str, np.ndarray]) -> int:
@@ -64,15 +73,23 @@ def _shape_text(shape: tuple) -> str:
     return "(N" + "".join(f", {n}" for n in shape) + ")"
 
 
-def check_arrays(arrays: dict[str, Any], graph: Graph, source: str,
-                 row_name=lambda i: f"row {i}") -> dict[str, np.ndarray]:
+def _inputs(graph: Graph | Sequence[InputColumns], names: list[str] | None) -> list:
+    """The inputs of a graph (or of a table layout), restricted to ``names`` when given."""
+    every = graph.input_list if isinstance(graph, Graph) else graph
+    return [q for q in every if names is None or q.name in names]
+
+
+def check_arrays(arrays: dict[str, Any], graph: Graph | Sequence[InputColumns], source: str,
+                 row_name=lambda i: f"row {i}", inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Every input present, numeric, shape (N, *shape), one N, finite, one-hot rows summing to one.
 
+    ``graph`` gives the inputs: a graph, or its :func:`table_layout` (what a cluster's workers get).
     ``row_name`` turns a 0-based row index into the words an error uses (a CSV gives its line number).
+    ``inputs`` restricts the check to those inputs (prediction needs no labels); default: all.
     """
     out: dict[str, np.ndarray] = {}
     first: str | None = None
-    for q in graph.input_list:
+    for q in _inputs(graph, inputs):
         if q.name not in arrays:
             raise DataError(f"{source}: no data for input '{q.name}'")
         raw = np.asarray(arrays[q.name])
@@ -102,7 +119,7 @@ def check_arrays(arrays: dict[str, Any], graph: Graph, source: str,
     return out
 
 
-# ---- files ----------------------------------------------------------------------------------------------
+# ---- tables: one column per element of an input -----------------------------------------------------------
 def csv_columns(name: str, shape: tuple) -> list[str]:
     """The CSV columns of one input, in row-major order."""
     if not shape:
@@ -112,7 +129,95 @@ def csv_columns(name: str, shape: tuple) -> list[str]:
     return [f"{name}[{i},{j}]" for i in range(shape[0]) for j in range(shape[1])]
 
 
-def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class InputColumns:
+    """One input as a table holds it: its name, shape, one-hot flag, and the columns of its elements.
+
+    Plain data without SymPy, so that it can be sent to the workers of a cluster, which read tables
+    and check them without the model.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    onehot: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        return csv_columns(self.name, self.shape)
+
+
+def table_layout(model: Graph | Mapping[str, tuple] | Sequence[InputColumns]) -> list[InputColumns]:
+    """The inputs of a graph, or of a generated module's ``INPUTS`` (name -> shape), as table columns.
+
+    A layout given as such is returned as it is.
+    """
+    if isinstance(model, Graph):
+        return [InputColumns(q.name, tuple(q.shape), q.onehot) for q in model.input_list]
+    if isinstance(model, Mapping):
+        return [InputColumns(name, tuple(shape)) for name, shape in model.items()]
+    return list(model)
+
+
+def check_header(header: Sequence[str], layout: Sequence[InputColumns], source: str) -> list[str]:
+    """Refuse a column named twice or an input's missing column; return the columns no input uses."""
+    duplicate = next((h for i, h in enumerate(header) if h in header[:i]), None)
+    if duplicate is not None:
+        raise DataError(f"{source}: column '{duplicate}' appears twice in the header")
+    present = set(header)
+    for q in layout:
+        missing = [c for c in q.columns if c not in present]
+        if missing:
+            expected = q.columns[0] if len(q.columns) == 1 else f"{q.columns[0]} ... {q.columns[-1]}"
+            raise DataError(f"{source}: missing column '{missing[0]}' for input '{q.name}' (expected {expected})")
+    used = {c for q in layout for c in q.columns}
+    return [h for h in header if h not in used]
+
+
+def warn_ignored_columns(source: str, ignored: Sequence[str], stacklevel: int = 3) -> None:
+    """A :class:`DataWarning` naming the columns no input uses (at most five), if there are any."""
+    if ignored:
+        warnings.warn(f"{source}: ignoring column{'s' if len(ignored) > 1 else ''} "
+                      f"{', '.join(repr(c) for c in ignored[:5])}{' ...' if len(ignored) > 5 else ''} "
+                      "(no input has that name)", DataWarning, stacklevel=stacklevel)
+
+
+def arrays_from_columns(columns: Mapping[str, Any], layout: Sequence[InputColumns], source: str,
+                        row_name: Callable[[int], str] = lambda i: f"row index {i}") -> dict[str, np.ndarray]:
+    """Each input's float64 array ``(N, *shape)`` from its columns (then :func:`check_arrays`).
+
+    A column that is not numeric, or the first cell that is not a finite number (earliest row, then
+    the inputs' column order), is refused naming the column: ``row index 7, column 'x[1]': nan ...``.
+    """
+    values: dict[str, np.ndarray] = {}
+    first_bad: tuple[int, str] | None = None
+    for c in (c for q in layout for c in q.columns):
+        raw = np.asarray(columns[c])
+        if raw.dtype.kind not in "biuf":
+            raise DataError(f"{source}: column '{c}' is not numeric (dtype {raw.dtype})")
+        values[c] = raw.astype(np.float64, copy=False)
+        bad = ~np.isfinite(values[c])
+        if bad.any() and (first_bad is None or int(np.argmax(bad)) < first_bad[0]):
+            first_bad = (int(np.argmax(bad)), c)
+    if first_bad is not None:
+        row, c = first_bad
+        raise DataError(f"{source}: {row_name(row)}, column '{c}': {values[c][row]} is not a finite number")
+    arrays = {}
+    for q in layout:
+        stacked = np.stack([values[c] for c in q.columns], axis=-1) if q.shape else values[q.columns[0]]
+        arrays[q.name] = stacked.reshape((len(stacked),) + q.shape)
+    return check_arrays(arrays, layout, source, row_name)
+
+
+# ---- files ----------------------------------------------------------------------------------------------
+def read_csv(path: Path, graph: Graph | Sequence[InputColumns], inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """Read a CSV file whose header names the inputs' columns (see the module docstring)."""
     source = str(path)
     try:
@@ -125,24 +230,19 @@ def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
     if not lines:
         raise DataError(f"{source}: empty file (expected a header row naming the inputs)")
     header = [h.strip() for h in lines[0][1]]
-    duplicate = next((h for i, h in enumerate(header) if h in header[:i]), None)
-    if duplicate is not None:
-        raise DataError(f"{source}: column '{duplicate}' appears twice in the header")
+    every = table_layout(graph)
+    layout = [q for q in every if inputs is None or q.name in inputs]
+    if all(_is_number(h) for h in header if h):
+        example = ",".join(c for q in layout for c in q.columns[:2])
+        raise DataError(f"{source}: line 1 holds numbers ({','.join(header[:3])}{',...' if len(header) > 3 else ''}), "
+                        f"but it must be a header naming the columns, such as {example}")
+    check_header(header, layout, source)
     body = lines[1:]
     if not body:
         raise DataError(f"{source}: no data rows after the header")
-    wanted = {q.name: csv_columns(q.name, q.shape) for q in graph.input_list}
-    for name, columns in wanted.items():
-        missing = [c for c in columns if c not in header]
-        if missing:
-            expected = columns[0] if len(columns) == 1 else f"{columns[0]} ... {columns[-1]}"
-            raise DataError(f"{source}: missing column '{missing[0]}' for input '{name}' (expected {expected})")
-    used = {c for columns in wanted.values() for c in columns}
-    ignored = [h for h in header if h not in used]
-    if ignored:
-        warnings.warn(f"{source}: ignoring column{'s' if len(ignored) > 1 else ''} "
-                      f"{', '.join(repr(c) for c in ignored[:5])}{' ...' if len(ignored) > 5 else ''} "
-                      "(no input has that name)", DataWarning, stacklevel=2)
+    known = {c for q in every for c in q.columns}
+    warn_ignored_columns(source, [h for h in header if h not in known])
+    used = {c for q in layout for c in q.columns}
     index = {h: i for i, h in enumerate(header)}
     values = np.empty((len(body), len(header)))
     for r, (number, row) in enumerate(body):
@@ -157,31 +257,37 @@ def read_csv(path: Path, graph: Graph) -> dict[str, np.ndarray]:
             if not math.isfinite(value):
                 raise DataError(f"{source}: line {number}, column '{column}': {cell} is not a finite number")
             values[r, index[column]] = value
-    arrays = {name: values[:, [index[c] for c in columns]].reshape((len(body),) + graph[name].shape)
-              for name, columns in wanted.items()}
-    return check_arrays(arrays, graph, source, row_name=lambda i: f"line {body[i][0]}")
+    return arrays_from_columns({c: values[:, index[c]] for c in used}, layout, source,
+                               row_name=lambda i: f"line {body[i][0]}")
 
 
-def read_npz(path: Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read a .npz file holding one array per input, shape (N, *shape)."""
+def npz_arrays(path: str | Path, kind: str = "") -> dict[str, np.ndarray]:
+    """Every array of a .npz archive (no pickles); a one-line DataError when it cannot be read as one."""
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
                 raise ValueError("a single .npy array, not an archive of named arrays")
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({' '.join(str(e).split())[:80]})") from None
+        raise DataError(f"{path}: not a readable .npz {kind}file ({' '.join(str(e).split())[:80]})") from None
+
+
+def read_npz(path: Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a .npz file holding one array per input, shape (N, *shape)."""
+    arrays = npz_arrays(path)
     if not arrays:
         raise DataError(f"{path}: empty file (no arrays)")
     ignored = sorted(set(arrays) - {q.name for q in graph.input_list})
     if ignored:
         warnings.warn(f"{path}: ignoring array{'s' if len(ignored) > 1 else ''} {', '.join(map(repr, ignored[:5]))} "
                       "(no input has that name)", DataWarning, stacklevel=2)
-    return check_arrays(arrays, graph, str(path), row_name=lambda i: f"row index {i}")
+    return check_arrays(arrays, graph, str(path), row_name=lambda i: f"row index {i}", inputs=inputs)
 
 
-def load_data(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read a CSV or .npz data file for ``graph``'s inputs: input name -> float64 array (N, *shape)."""
+def load_data(path: str | Path, graph: Graph, inputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a CSV or .npz data file for ``graph``'s inputs: input name -> float64 array (N, *shape).
+
+    ``inputs`` names the inputs needed (default: all); the others may be absent."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -189,7 +295,7 @@ def load_data(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unknown data format '{path.suffix}' (use .csv or .npz)")
-    return reader(path, graph)
+    return reader(path, graph, inputs)
 
 
 # ---- the model file's [data] table ------------------------------------------------------------------
@@ -280,11 +386,8 @@ def from_sklearn(graph: Graph, table: dict, where: str = "[data]") -> tuple[dict
         raise ModelError(f"{where} sklearn", f"unknown data set {name!r} (choose from {', '.join(SKLEARN_SETS)})")
     x_name = _input_name({"features": "x", **table}, "features", graph, where)
     y_name = _input_name({"labels": "y", **table}, "labels", graph, where)
-    try:
-        import sklearn.datasets
-    except ImportError:
-        raise UserError(f"[data] sklearn = \"{name}\" needs scikit-learn: pip install 'symbackprop[data]'") from None
-    bunch = getattr(sklearn.datasets, SKLEARN_SETS[name])()
+    datasets = require("sklearn.datasets", "data", f"[data] sklearn = \"{name}\"", "scikit-learn")
+    bunch = getattr(datasets, SKLEARN_SETS[name])()
     x, labels = bunch.data.astype(np.float64), bunch.target.astype(int)
     classes = int(labels.max()) + 1
     if graph[x_name].shape != (x.shape[1],):

@@ -17,15 +17,76 @@ from dataclasses import dataclass
 from math import prod
 
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
-from .functions import prime_names
-from .graph import Graph, ModelError
-from .steps import (Adjoint, Math, NewValue, Partial, Prime, Product, Step, Total, UpdateRule)
+from .functions import prime_names, sigmoid
+from .graph import Graph, ModelError, UserError
+from .steps import Adjoint, Math, Partial, Prime, Product, Step, Total
 from .tensor import Shape, TensorOp, infer_shape, ones, sum_, tensor_subterms
 
-#: expressions larger than this (in SymPy operations) are not given to ``simplify``, which is slow
-#: (seconds already at 30 operations) and can hang on large ones; they get ``factor_terms`` only.
+#: expanded forms larger than this (in SymPy operations) get ``factor_terms`` only; smaller ones the
+#: shortest of a few more rewrites (:func:`shortest_form`), whose cost grows quickly with size.
 SIMPLIFY_LIMIT = 20
+#: the expanded form of a gradient (every node and adjoint substituted) is built only up to this many
+#: operations, counted before it is built (:meth:`Derivation.expanded_size`). It grows exponentially
+#: with depth (a 5-step GRU: millions of operations, 10 steps: 1e13), SymPy needs about half a second to
+#: build and print 2,000, and a form that long is pages of formula that nobody reads.
+EXPAND_LIMIT = 2000
+
+
+class ExpansionTooLarge(UserError):
+    """The expanded form of a gradient would exceed the operation budget (it is not built)."""
+
+    def __init__(self, name: str, size: int, limit: int):
+        super().__init__(f"the expanded form of dL/d{name} would have {about(size)} operations "
+                         f"(limit {limit:,})")
+        self.name, self.size, self.limit = name, size, limit
+
+
+def about(n: int) -> str:
+    """A count for a message: ``4,096`` or, from a million on, ``3.1e12`` (the counts can be astronomical)."""
+    if n < 10 ** 6:
+        return f"{n:,}"
+    mantissa, exponent = f"{n:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def shortest_form(expr: sp.Expr) -> sp.Expr:
+    """The shortest (in operations, the first on a tie) of ``expr`` and a few cheap rewrites of it:
+    fractions cancelled or combined, products expanded and factored again, powers merged.
+
+    Not SymPy's ``simplify``: on the examples' expanded gradients (5 to 17 operations) it took up to
+    6 s each and returned nothing shorter, and often longer, sign-flipped forms (``-(tanh(z)**2 - 1)``
+    for ``1 - tanh(z)**2``); it also wrote ``sign(u)`` as ``u/|u|``, undefined at the kink, where the
+    derivation's convention says sign(0) = 0. These rewrites leave ``sign`` alone.
+    """
+    candidates = [expr]
+    for rewrite in (sp.cancel, sp.together, sp.powsimp, lambda e: sp.factor_terms(sp.expand_mul(e))):
+        try:
+            candidates.append(rewrite(expr))
+        except (BasePolynomialError, NotImplementedError, TypeError, ValueError):
+            continue
+    return min(candidates, key=sp.count_ops)
+
+
+def operation_count(expr: sp.Expr, weight: dict[sp.Symbol, int], memo: dict | None = None) -> int:
+    """Operations of ``expr`` with each symbol in ``weight`` replaced by an expression of that many operations.
+
+    As ``sympy.count_ops`` counts them: a sum or product of k terms is k - 1 operations, a power or a
+    function one, but a fractional power two (``sqrt(x)``: a power of a division 1/2) and three if it is
+    negative (``x**(-3/2)``). Substitution copies a value into every place its symbol is used, so
+    counting the expanded form of a graph this way is a dynamic program over its nodes: exact for the
+    substituted tree before SymPy combines terms, and never larger than it.
+    """
+    memo = {} if memo is None else memo
+    if expr.is_Atom:
+        return weight.get(expr, 0)
+    if expr.is_Pow and expr.exp.is_Rational and not expr.exp.is_Integer:
+        return operation_count(expr.base, weight, memo) + 2 + int(bool(expr.exp.is_negative))
+    if expr not in memo:
+        inner = sum(operation_count(a, weight, memo) for a in expr.args)
+        memo[expr] = inner + (len(expr.args) - 1 if isinstance(expr, (sp.Add, sp.Mul)) else 1)
+    return memo[expr]
 
 
 class Shapes:
@@ -71,8 +132,32 @@ def vjp(expr: sp.Expr, u: sp.Symbol, g: sp.Expr, shape_of: Shapes) -> sp.Expr:
     return total
 
 
+def _complementary_sigmoids(expr: sp.Expr) -> sp.Expr:
+    """``sigmoid(-u) = 1 - sigmoid(u)`` where that makes ``expr`` shorter and keeps it linear in sigmoids.
+
+    The stable binary cross-entropy ``y softplus(-z) + (1 - y) softplus(z)`` has the derivative
+    ``-y sigmoid(-z) + (1 - y) sigmoid(z)``, which is ``sigmoid(z) - y``: the form textbooks (and
+    PyTorch's ``binary_cross_entropy_with_logits``) use. Products of sigmoids are left factored.
+    """
+    flipped = {s: 1 - sigmoid(-s.args[0]) for s in expr.atoms(sigmoid) if s.args[0].could_extract_minus_sign()}
+    if not flipped or sp.count_ops(expr) > SIMPLIFY_LIMIT:
+        return expr
+    candidate = sp.factor_terms(sp.expand_mul(expr.xreplace(flipped)))
+
+    def linear(s):
+        try:
+            return sp.degree(candidate, s) <= 1
+        except BasePolynomialError:
+            return False
+
+    if sp.count_ops(candidate) < sp.count_ops(expr) and all(linear(s) for s in candidate.atoms(sigmoid)):
+        return candidate
+    return expr
+
+
 def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> sp.Expr:
-    """Remove the ``ones`` a broadcast leaves behind, and use ``sum(y) = 1`` for one-hot inputs."""
+    """Remove the ``ones`` a broadcast leaves behind, use ``sum(y) = 1`` for one-hot inputs, and write
+    complementary sigmoids as one (:func:`_complementary_sigmoids`)."""
     def is_ones_product(e):
         return isinstance(e, sp.Mul) and any(isinstance(f, ones) for f in e.args)
 
@@ -98,6 +183,7 @@ def tidy(expr: sp.Expr, shape_of: Shapes, unit_sums: dict[sp.Expr, sp.Expr]) -> 
     expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     expr = expr.replace(is_ones_product, drop_ones)
     expr = expr.replace(sum_of_broadcast, count)
+    expr = _complementary_sigmoids(expr)
     return expr.xreplace(unit_sums) if unit_sums else expr
 
 
@@ -117,8 +203,12 @@ class Edge:
 class Derivation:
     """Every gradient of the loss, derived by reverse mode, with the steps that explain it."""
 
-    def __init__(self, graph: Graph, wrt: list[str] | None = None):
+    def __init__(self, graph: Graph, wrt: list[str] | None = None, optimizer=None, schedule=None):
+        from .optim import make_optimizer
         self.graph = graph.validate()
+        #: the update rule shown after the gradients (default: the seed's plain gradient descent)
+        self.optimizer = make_optimizer(optimizer) if isinstance(optimizer, str) else optimizer or make_optimizer()
+        self.schedule = schedule
         self.loss = graph.loss_name
         self.targets = self._check_targets(wrt)
         self.shape_of = Shapes(graph.shapes)
@@ -128,6 +218,7 @@ class Derivation:
         self.active = self._active_names()
         self.edges: dict[str, list[Edge]] = {name: [] for name in self.active}
         self.steps: list[Step] = []
+        self._weights: dict[sp.Symbol, int] | None = None  # expanded sizes, counted on first request
         self._direct_from_loss: dict[str, sp.Expr] = {}
         # Nodes whose definition is a softmax/logsumexp keep their name in displayed values (p - y).
         self._display_names = {q.expr: q.symbol for q in graph.computed if isinstance(q.expr, TensorOp)}
@@ -182,10 +273,14 @@ class Derivation:
         for t in self.targets:
             if t not in last_consumer:  # the loss does not depend on it
                 self.steps.append(Step(self._target_kind(t), Math(self.adjoint(t)), (Math(sp.S.Zero),), t))
-        for p in g.params:
-            if p.name in self.targets:
-                self.steps.append(Step("update", NewValue(p.symbol),
-                                       (UpdateRule(p.symbol, self.adjoint(p.name)),), p.name))
+        self._update_steps()
+
+    def _update_steps(self) -> None:
+        """The optimizer's update of every parameter derived, after its gradient (see :mod:`.optim`)."""
+        from .optim import update_steps
+        params = [(p.name, p.symbol, self.adjoint(p.name)) for p in self.graph.params if p.name in self.targets]
+        if params:
+            self.steps.extend(update_steps(self.optimizer, params, self.schedule))
 
     def _target_kind(self, name: str) -> str:
         return "param" if self.graph[name].kind == "param" else "gradient"
@@ -271,36 +366,107 @@ class Derivation:
         """Per-sample gradient of every target, in adjoint and node symbols."""
         return {t: self.adjoint_value(t) for t in self.targets}
 
-    def expanded(self, name: str, simplify: bool = True) -> sp.Expr:
+    def _substitution_weights(self) -> dict[sp.Symbol, int]:
+        """Operations of every node's value and every adjoint, fully expanded (counted, not built)."""
+        if self._weights is None:
+            weight: dict[sp.Symbol, int] = {}
+            for q in self.graph.computed:  # node values, forward
+                weight[q.symbol] = operation_count(q.expr, weight)
+            for q in reversed(self.graph.computed):  # adjoints, from the loss back
+                if q.name in self.active and q.name != self.loss:
+                    weight[self.adjoint(q.name)] = operation_count(self.adjoint_value(q.name), weight)
+            self._weights = weight
+        return self._weights
+
+    def _used_definitions(self, expr: sp.Expr) -> set[sp.Symbol]:
+        """The node and adjoint symbols that ``expr`` uses, directly or through their definitions."""
+        used: set[sp.Symbol] = set()
+        pending = list(expr.free_symbols)
+        while pending:
+            s = pending.pop()
+            if s in used:
+                continue
+            q = self.graph.quantities.get(s.name)
+            if isinstance(s, Adjoint) and s.of in self.active:
+                definition = self.adjoint_value(s.of)
+            elif q is not None and q.expr is not None:
+                definition = q.expr
+            else:
+                continue
+            used.add(s)
+            pending.extend(definition.free_symbols)
+        return used
+
+    def expanded_size(self, name: str) -> int:
+        """Operations the expanded form of dL/d(name) would have, counted without building it.
+
+        Deterministic and cheap (linear in the size of the graph), however large the count.
+        """
+        return operation_count(self.adjoint_value(name), self._substitution_weights())
+
+    def expanded(self, name: str, simplify: bool = True, limit: int | None = EXPAND_LIMIT) -> sp.Expr:
         """dL/d(name) written with inputs and parameters only (no node or adjoint symbols).
 
-        The expanded form grows exponentially with depth; common factors are pulled out, and SymPy's
-        ``simplify`` is tried only while the result is small.
+        The expanded form grows exponentially with depth, so it is built only when
+        :meth:`expanded_size` is at most ``limit`` operations (None: no limit), else
+        :class:`ExpansionTooLarge` is raised. With ``simplify``, common factors are pulled out, and a
+        small result is given its shortest form (:func:`shortest_form`).
         """
+        size = self.expanded_size(name)
+        if limit is not None and size > limit:
+            raise ExpansionTooLarge(name, size, limit)
         g = self.graph
-        values = g.flattened()
+        gradient = self.adjoint_value(name)
+        used = self._used_definitions(gradient)  # only these: another branch may be huge
+        values: dict[sp.Symbol, sp.Expr] = {}
+        for q in g.computed:  # node symbols -> values, forward
+            if q.symbol in used:
+                values[q.symbol] = q.expr.xreplace(values)
         adjoints: dict[sp.Symbol, sp.Expr] = {}
         for q in reversed(g.computed):  # adjoint symbols -> values, from the loss back
-            if q.name in self.active and q.name != self.loss:
+            if self.adjoint(q.name) in used:
                 adjoints[self.adjoint(q.name)] = self.adjoint_value(q.name).xreplace(adjoints)
-        result = self.adjoint_value(name).xreplace(adjoints).xreplace(values)
+        result = gradient.xreplace(adjoints).xreplace(values)
         if simplify:
             result = sp.factor_terms(result)
             if sp.count_ops(result) <= SIMPLIFY_LIMIT:
-                # sign(u) stays sign(u): simplify would write u/|u|, which is undefined at the kink u = 0
-                # where the derivation's convention says sign(0) = 0
-                signs = {e: sp.Dummy("sign", real=True) for e in result.atoms(sp.sign)}
-                result = sp.simplify(result.xreplace(signs)).xreplace({d: e for e, d in signs.items()})
+                result = shortest_form(result)
         return result
 
-    def expanded_steps(self) -> list[Step]:
-        """One step per target: its gradient with every node and adjoint substituted, simplified."""
-        return [Step("expanded", Math(self.adjoint(t)), (Math(self.expanded(t)),), t) for t in self.targets]
+    def expanded_steps(self, limit: int | None = EXPAND_LIMIT) -> list[Step]:
+        """One step per target whose expanded form fits in ``limit`` operations: its gradient with every
+        node and adjoint substituted, simplified. :meth:`expansion_notice` tells about the others."""
+        return [Step("expanded", Math(self.adjoint(t)), (Math(self.expanded(t, limit=limit)),), t)
+                for t in self.targets if limit is None or self.expanded_size(t) <= limit]
+
+    def expansion_notice(self, limit: int | None = EXPAND_LIMIT) -> str | None:
+        """One line naming the gradients whose expanded form is over ``limit`` and how large it would grow."""
+        over = {t: self.expanded_size(t) for t in self.targets}
+        over = {t: n for t, n in over.items() if limit is not None and n > limit}
+        if not over:
+            return None
+        names = [f"dL/d{t}" for t in over]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        largest = max(over.values())
+        size = f"up to {about(largest)}" if min(over.values()) < largest else about(largest)
+        return (f"expanded form of {shown} not shown: it would have {size} operations, over the limit of "
+                f"{limit:,} (raise it with --expand-limit OPS, or expand_limit= in Python); the steps above "
+                f"give the exact gradient in node form")
 
     def program(self):
         """The gradient program (forward and backward assignments) that code generation prints."""
         from .program import build_program
         return build_program(self)
+
+    def at(self, point, lr: float | None = None, digits: int = 9, seed: int = 0):
+        """This derivation evaluated at one sample: ``d.at({"x": 1.5, "y": 1})``.
+
+        Returns an :class:`~symbackprop.evaluate.Evaluation`: every value (``.value("dL/dw")``,
+        ``.loss``, ``.gradients``, ``.updated`` with ``lr``), rendered with numbers by ``.to(fmt)``.
+        Parameters not in ``point`` take their ``init`` values (random ones drawn with ``seed``).
+        """
+        from .evaluate import evaluate
+        return evaluate(self, point, lr=lr, digits=digits, seed=seed)
 
     # ---- display -------------------------------------------------------------------------------------
     def to(self, fmt: str = "latex", **options) -> str:
@@ -310,6 +476,10 @@ class Derivation:
     def _repr_latex_(self) -> str:
         return self.to("latex", standalone=True)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the steps as MathML, aligned at the equals sign (no script, no MathJax needed)."""
+        return self.to("html", fragment=True)
+
     def _repr_markdown_(self) -> str:
         return self.to("markdown")
 
@@ -317,6 +487,11 @@ class Derivation:
         return self.to("text")
 
 
-def derive(graph: Graph, wrt: list[str] | None = None) -> Derivation:
-    """Derive dL/dw for every parameter (or for the names in ``wrt``) of ``graph``."""
-    return Derivation(graph, wrt)
+def derive(graph: Graph, wrt: list[str] | None = None, optimizer=None, schedule=None) -> Derivation:
+    """Derive dL/dw for every parameter (or for the names in ``wrt``) of ``graph``.
+
+    The steps end with the update of each parameter by ``optimizer`` (an :class:`~symbackprop.optim.Optimizer`
+    or its name; default plain SGD, the seed's w_new = w_old - eta dL/dw) under the learning-rate
+    ``schedule`` (an :class:`~symbackprop.optim.Schedule`, default none).
+    """
+    return Derivation(graph, wrt, optimizer, schedule)

@@ -19,8 +19,8 @@ from typing import Any
 import sympy as sp
 
 from .functions import Elementwise, FUNCTIONS
-from .tensor import (TENSOR_FUNCTIONS, MatrixSyntax, Shape, ShapeError, TensorOp, canonical_shape, infer_shape,
-                     logsumexp, softmax)
+from .stable import stable_forms
+from .tensor import TENSOR_FUNCTIONS, MatrixSyntax, Shape, ShapeError, TensorOp, canonical_shape, infer_shape
 
 
 class UserError(ValueError):
@@ -101,6 +101,8 @@ class Graph:
     name: str = "network"
     quantities: dict[str, Quantity] = field(default_factory=dict)
     loss_name: str | None = None
+    #: indices into :data:`symbackprop.stable.RULES` of the stable forms its definitions were rewritten to
+    stable_rules: set[int] = field(default_factory=set)
 
     # ---- declaring -------------------------------------------------------------------------------
     def input(self, name: str, shape: Shape = (), onehot: bool = False, where: str | None = None) -> TensorSymbol:
@@ -143,13 +145,14 @@ class Graph:
         return symbol
 
     def _define(self, name: str, expr: Any, kind: str, where: str) -> TensorSymbol:
-        expr = self._adopt(expr, where)
-        expr = self._stable_log_softmax(expr)
+        applied: set[int] = set()
+        expr = stable_forms(self._adopt(expr, where), self._definition, self.shapes, applied)
         try:
             shape = infer_shape(expr, self.shapes)
         except ShapeError as e:
             raise ModelError(where, str(e)) from None
         symbol = self._declare(name, shape, kind, where, expr=expr)
+        self.stable_rules |= applied
         return symbol
 
     def _adopt(self, expr: Any, where: str) -> sp.Expr:
@@ -180,21 +183,10 @@ class Graph:
             raise ModelError(where, f"unknown function or operation '{name}'")
         return expr
 
-    def _stable_log_softmax(self, expr: sp.Expr) -> sp.Expr:
-        """Rewrite log(softmax(v)), also through a node defined as softmax(v), to v - logsumexp(v)."""
-        def softmax_arg(e):
-            if isinstance(e, softmax):
-                return e.args[0]
-            q = self.quantities.get(e.name) if e.is_Symbol else None
-            if q is not None and isinstance(q.expr, softmax):
-                return q.expr.args[0]
-            return None
-
-        def rewrite(e):
-            v = softmax_arg(e.args[0])
-            return v - logsumexp(v)
-
-        return expr.replace(lambda e: isinstance(e, sp.log) and softmax_arg(e.args[0]) is not None, rewrite)
+    def _definition(self, symbol: sp.Symbol) -> sp.Expr | None:
+        """The definition of a node (None for inputs and parameters): stable forms look through nodes."""
+        q = self.quantities.get(symbol.name)
+        return q.expr if q is not None and q.kind == "node" else None
 
     # ---- reading ---------------------------------------------------------------------------------
     def of_kind(self, kind: str) -> list[Quantity]:

@@ -40,6 +40,9 @@ KINDS: dict[str, dict[str, Any]] = {
     "he": {"distribution": "normal"},
 }
 DISTRIBUTIONS = ("uniform", "normal")
+#: names other libraries use for the same initialisers, for a hint in the error message
+OTHER_NAMES = {"xavier": "glorot", "xavier_uniform": "glorot", "xavier_normal": "glorot", "kaiming": "he",
+               "kaiming_normal": "he", "kaiming_uniform": "he", "zero": "zeros", "one": "ones"}
 
 
 def fans(shape: Shape) -> tuple[int, int]:
@@ -73,7 +76,9 @@ def _scaled(distribution: str, variance: float, shape: Shape, rng: np.random.Gen
 def _from_kind(kind: str, options: dict[str, Any], shape: Shape, rng: np.random.Generator,
                where: str) -> np.ndarray:
     if kind not in KINDS:
-        raise ModelError(where, f"unknown init '{kind}' (known: {', '.join(KINDS)}, a number or a list)")
+        other = OTHER_NAMES.get(kind.lower())
+        hint = f"; '{kind}' is called \"{other}\" here" if other else ""
+        raise ModelError(where, f"unknown init '{kind}' (known: {', '.join(KINDS)}, a number or a list{hint})")
     unknown = sorted(set(options) - set(KINDS[kind]))
     if unknown:
         allowed = ", ".join(["kind", *KINDS[kind]])
@@ -132,6 +137,12 @@ def initial_value(spec: Any, shape: Shape, rng: np.random.Generator, where: str)
             raise ModelError(where, f"init 'kind' must be a name, got {spec['kind']!r}")
         return _from_kind(spec["kind"], options, shape, rng, where)
     raise ModelError(where, f"init must be a number, a list, a name or a table, got {type(spec).__name__}")
+
+
+def check_init(spec: Any, shape: Shape, where: str) -> None:
+    """Raise now the ModelError :func:`initial_value` would raise later for ``spec`` (an unknown name, a
+    list of the wrong shape, a bad option), so every command reading a model file reports it."""
+    initial_value(spec, shape, np.random.default_rng(0), where)
 
 
 def param_where(q: Quantity, source: str | None = None) -> str:

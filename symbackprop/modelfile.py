@@ -5,7 +5,8 @@ code and must cost bounded time and memory whatever it holds:
 
 * expressions are read by Python's ``ast`` module, which only parses, and turned into SymPy objects by
   :class:`ExpressionReader`, which accepts numbers, declared names, ``+ - * / ** @``, unary ``-`` and
-  ``+``, parentheses, ``.T`` and calls of the known functions, and nothing else. ``sympify`` and
+  ``+``, parentheses, ``.T`` and calls of the known functions (each with the number of arguments
+  :data:`ARITY` gives it), and nothing else. ``sympify`` and
   ``parse_expr`` are never used: they call ``eval``;
 * limits on length, characters and bracket nesting are checked before ``ast.parse`` sees the text, and
   limits on numbers (literals, exponents, folded constants) before SymPy computes with them, so
@@ -33,6 +34,7 @@ import sympy as sp
 
 from .functions import FUNCTIONS
 from .graph import Graph, ModelError, TensorSymbol
+from .initializers import check_init
 from .tensor import TENSOR_FUNCTIONS, matmul, transpose
 
 MAX_FILE_BYTES = 1_000_000
@@ -45,7 +47,11 @@ MAX_DIGITS = 300  # a constant folded from literals (10**300 is still a float64)
 MAX_ENTRIES = 10_000  # per section
 MAX_ELEMENTS = 10_000_000  # per input or parameter
 MAX_MODEL_NAME = 200
-CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS}
+#: Every function a model file may call, by name (the same functions as in the Python API).
+CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "transpose": transpose}
+#: How many arguments a function takes, (fewest, most), for those that do not take exactly one. A function
+#: with an optional argument, such as leaky_relu(z, slope), is (1, 2); clip(z, lo, hi) is (3, 3).
+ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2)}
 
 TOP_LEVEL = ("name", "inputs", "params", "nodes", "loss", "data", "train")
 INPUT_KEYS = ("shape", "onehot")
@@ -130,6 +136,13 @@ def _parse_tree(text: str, where: str) -> ast.Expression:
         raise ModelError(where, f"not a valid expression ({_show(e.msg, 80)}{column})") from None
     except (MemoryError, RecursionError, ValueError):
         raise ModelError(where, "expression is too complex to parse") from None
+
+
+def _count_arguments(fewest: int, most: int) -> str:
+    """'exactly one argument', 'exactly 2 arguments', '1 or 2 arguments', '1 to 3 arguments'."""
+    if fewest == most:
+        return "exactly one argument" if most == 1 else f"exactly {most} arguments"
+    return f"{fewest} {'or' if most == fewest + 1 else 'to'} {most} arguments"
 
 
 def _tree_depth(expr: sp.Basic) -> int:
@@ -310,10 +323,12 @@ class ExpressionReader:
             self.fail(f"unknown function '{name}' (known: {', '.join(sorted(CALLABLE))})")
         if node.keywords:
             self.fail(f"{name}(...) takes no keyword arguments (got '{node.keywords[0].arg or '**'}=')")
-        if len(node.args) != 1:
-            self.fail(f"{name}(...) takes exactly one argument, got {len(node.args)}")
-        arg = self.read(node.args[0])
-        return self.compute(lambda: f"{name}({_short(arg)})", lambda: func(arg), may_leave_reals=True)
+        fewest, most = ARITY.get(name, (1, 1))
+        if not fewest <= len(node.args) <= most:
+            self.fail(f"{name}(...) takes {_count_arguments(fewest, most)}, got {len(node.args)}")
+        args = [self.read(a) for a in node.args]
+        return self.compute(lambda: f"{name}({', '.join(_short(a) for a in args)})", lambda: func(*args),
+                            may_leave_reals=True)
 
     def read_Attribute(self, node):
         if node.attr != "T":
@@ -548,9 +563,10 @@ def _declare(graph: Graph, source: str, inputs: dict, params: dict) -> None:
     for key, spec in params.items():
         where = _entry(source, "params", key)
         spec = _options(spec, PARAM_KEYS, where)
-        init = spec.get("init", 0.0)
+        init, shape = spec.get("init", 0.0), _shape(spec, where)
         _check_init(init, where)
-        graph.param(key, _shape(spec, where), init=init, where=where)
+        check_init(init, shape, where)
+        graph.param(key, shape, init=init, where=where)
 
 
 def _define(graph: Graph, source: str, nodes: dict, loss: dict) -> None:

@@ -67,6 +67,17 @@ class _ShapeAware(FunctionBases):
     def _print_Add(self, expr, order=None):
         return self._with_order(None, super()._print_Add, expr)
 
+    def _as_ordered_terms(self, expr, order=None):
+        """A sum's terms in the order models and textbooks write them: positive terms first (``σ(z) − y``,
+        ``x̂ − x``: the prediction first, where SymPy's order gives ``−y + σ(z)``), and among terms of
+        one sign, products and functions before single symbols before numbers (``w x + b``, ``x + 1``).
+        Otherwise SymPy's order."""
+        def rank(t):
+            negative = t.could_extract_minus_sign()
+            magnitude = -t if negative else t
+            return negative, 2 if magnitude.is_Number else (1 if magnitude.is_Atom else 0)
+        return sorted(super()._as_ordered_terms(expr, order=order), key=rank)
+
     def is_tensor(self, expr: sp.Expr) -> bool:
         from .tensor import canonical_shape, infer_shape
         try:
@@ -152,7 +163,25 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
         return expr.name
 
     def _print_Mul(self, expr):
-        return self._with_order("none", super()._print_Mul, sp.Mul(*reading_order(expr.args), evaluate=False))
+        """Factors in reading order joined by ``" * "``, a denominator after ``" / "``: the same spacing
+        everywhere (``dL/dz * x``, ``(a - y)**2 / 2``), so an adjoint's own ``/`` never runs into a product."""
+        sign = ""
+        if expr.could_extract_minus_sign():
+            sign, expr = "-", -expr
+        numer, denom = [], []
+        for f in reading_order(sp.Mul.make_args(expr)):
+            if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
+                denom.append(f.base ** -f.exp)
+            elif f.is_Rational and not f.is_Integer:
+                numer += [sp.Integer(f.p)] if f.p != 1 else []
+                denom.append(sp.Integer(f.q))
+            else:
+                numer.append(f)
+        text = " * ".join(self.parenthesize(f, PRECEDENCE["Mul"]) for f in numer) or "1"
+        if denom:
+            below = " * ".join(self.parenthesize(f, PRECEDENCE["Mul"]) for f in denom)
+            text += " / " + (f"({below})" if len(denom) > 1 else below)
+        return sign + text
 
     def _print_matmul(self, expr):
         return " @ ".join(matmul_operands(self, expr))
@@ -181,6 +210,24 @@ def _character_reference(match: re.Match) -> str:
 
 #: MathML names of functions whose text name is not how they are written in mathematics
 MATHML_NAMES = {"sigmoid": "\u03c3"}
+#: the minus sign (U+2212) as MathML Core wants it, not the hyphen SymPy writes
+MINUS = "<mo>&#8722;</mo>"
+_NEGATIVE_NUMBER = re.compile(r"<mn>-([^<]*)</mn>")
+#: name endings written as accents over the rest of the name (``xhat`` is x with a hat), as in SymPy's LaTeX
+ACCENTS = {"hat": "^", "bar": "\u00af", "tilde": "~", "dot": "\u02d9", "vec": "\u2192"}
+#: the first bold letter or digit of each alphabet in Unicode's Mathematical Alphanumeric Symbols
+_BOLD_STARTS = (("A", "Z", 0x1D400), ("a", "z", 0x1D41A), ("0", "9", 0x1D7CE),
+                ("\u0391", "\u03a9", 0x1D6A8), ("\u03b1", "\u03c9", 0x1D6C2))
+
+
+def math_bold(text: str) -> str:
+    """``text`` in Unicode's mathematical bold letters (W -> U+1D416): how MathML Core shows a bold symbol."""
+    def bold(c):
+        for first, last, start in _BOLD_STARTS:
+            if first <= c <= last:
+                return chr(start + ord(c) - ord(first))
+        return c
+    return "".join(bold(c) for c in text)
 
 
 def mathml_name(text_name: str) -> str:
@@ -200,8 +247,9 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
 
     def doprint(self, expr) -> str:
         """The markup, with SymPy's HTML entity names (``&InvisibleTimes;``) as character references,
-        so that it is well-formed XML as well as HTML."""
-        return _NAMED_ENTITY.sub(_character_reference, super().doprint(expr))
+        so that it is well-formed XML as well as HTML, and the minus sign U+2212 for SymPy's hyphen."""
+        text = _NAMED_ENTITY.sub(_character_reference, super().doprint(expr))
+        return _NEGATIVE_NUMBER.sub(rf"<mrow>{MINUS}<mn>\1</mn></mrow>", text.replace("<mo>-</mo>", MINUS))
 
     # ---- small element builders ----------------------------------------------------------------------
     def element(self, tag: str, *children, text: str | None = None, **attributes):
@@ -229,10 +277,23 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
 
     # ---- symbols -------------------------------------------------------------------------------------
     def _print_Symbol(self, expr, style="plain"):
+        """A name as SymPy writes it (``W_1``, ``δ``), with an accent for ``xhat``-style names and, for a
+        vector or matrix, the bold letters of Unicode (MathML Core ignores ``mathvariant="bold"``)."""
         e = super()._print_Symbol(expr, style)
-        if self.shapes.get(expr.name, ()) != ():
-            base = e if e.tagName == "mi" else e.firstChild
-            base.setAttribute("mathvariant", "bold")
+        base = e if e.tagName == "mi" else e.firstChild
+        text = base.firstChild.data
+        tensor = self.shapes.get(expr.name, ()) != ()
+        accent = next((a for a in ACCENTS if text.endswith(a) and len(text) > len(a)), None)
+        if accent:
+            text = text[:-len(accent)]
+        base.firstChild.data = math_bold(text) if tensor else text
+        if accent:
+            over = self.element("mover", accent="true")
+            if base is not e:
+                e.replaceChild(over, base)
+            over.appendChild(base)
+            over.appendChild(self.op(ACCENTS[accent]))
+            e = over if base is e else e
         return e
 
     def _print_Adjoint(self, expr):
@@ -249,7 +310,7 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         if scalars:
             coeff = sp.Mul(*scalars, evaluate=False)
             if coeff == -1:
-                out.appendChild(self.op("-"))
+                out.appendChild(self.op("\u2212"))
             elif coeff != 1:
                 out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"]))
         for i, t in enumerate(tensors):
@@ -268,7 +329,7 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         return self.element("msup", base, self.op("\u22a4"))
 
     def _print_ones(self, expr):
-        return self.element("mn", text="1", mathvariant="bold")
+        return self.element("mn", text=math_bold("1"))
 
     def _print_Elementwise(self, expr):
         return self.applied(mathml_name(expr.text_name), expr.args[0])

@@ -15,6 +15,12 @@ Step kinds, in the order a backward pass meets them:
 ``gradient``    the gradient of an input, when one is asked for;
 ``update``      the gradient-descent update of a parameter (w_new = w_old - eta dL/dw);
 ``expanded``    a gradient written with inputs and parameters only (on request).
+
+A derivation evaluated at a point (:mod:`symbackprop.evaluate`) is preceded by its forward pass:
+
+``given``       an input or parameter at the point (x = 1.5);
+``forward``     a node by its definition (z = w x + b);
+``value``       the loss by its definition.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from typing import Union
 
 import sympy as sp
 
-KINDS = ("loss", "local", "chain", "accumulate", "param", "gradient", "update", "expanded")
+KINDS = ("loss", "local", "chain", "accumulate", "param", "gradient", "update", "expanded", "given", "forward",
+         "value")
 
 
 class Adjoint(sp.Symbol):

@@ -122,9 +122,15 @@ class matmul(TensorOp):
     def shape(self, arg_shapes):
         (a, b), (c, d) = (matrix_shape(s) for s in arg_shapes)
         if b != c:
+            hint = ""
+            if len(arg_shapes[0]) == 1 and arg_shapes[0] == arg_shapes[1]:  # two column vectors: a dot product?
+                left, right = (_text(arg) for arg in self.args)
+                dot = (f"{left}.T @ {right}" if all(arg.is_Symbol for arg in self.args)
+                       else f"matmul(transpose({left}), {right})")
+                hint = f"; for the dot product of two vectors write {dot}"
             raise ShapeError(
                 f"matrix product {_text(self)}: shapes {arg_shapes[0]} and {arg_shapes[1]} do not fit "
-                f"(inner sizes {b} and {c})")
+                f"(inner sizes {b} and {c}){hint}")
         return canonical_shape((a, d))
 
     def vjp(self, g, shape_of):

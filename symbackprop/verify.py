@@ -31,6 +31,7 @@ from .graph import Graph, UserError
 
 EPS, ATOL, RTOL = 1e-6, 1e-5, 1e-3
 STEPS, MAX_ELEMENTS, SAMPLES = 20, 64, 16
+LR = 0.1  # the training check's step when the model sets no [train] lr
 
 LossAndGrad = Callable[[dict, dict], tuple]
 
@@ -77,11 +78,13 @@ class Report:
         return "gradient check failed for " + "; ".join(parts)
 
     def table(self) -> str:
+        """Columns separated by at least two spaces, so no two header words run together."""
         width = max([len("parameter")] + [len(c.param) for c in self.checks])
-        rows = [f"{'parameter':<{width}}  {'check':<20} {'max abs err':>11} {'max rel err':>11}  result"]
+        check = max([len("check")] + [len(c.check) for c in self.checks])
+        rows = [f"{'parameter':<{width}}  {'check':<{check}}  {'max abs err':>11}  {'max rel err':>11}  result"]
         for c in self.checks:
             result = ("ok" if c.ok else "FAILED") + (f": {c.detail}" if c.detail else "")
-            rows.append(f"{c.param:<{width}}  {c.check:<20} {c.max_abs:>11.2e} {c.max_rel:>11.2e}  {result}")
+            rows.append(f"{c.param:<{width}}  {c.check:<{check}}  {c.max_abs:>11.2e}  {c.max_rel:>11.2e}  {result}")
         return "\n".join(rows + [f"note: {n}" for n in self.notes])
 
     def __str__(self) -> str:
@@ -210,7 +213,7 @@ def gradient_shape_problem(graph: Graph, grads: Any) -> dict[str, str]:
 
 def verify_gradients(graph: Graph, params: dict | None = None, data: dict | None = None, seed: int = 0, *,
                      loss_and_grad: LossAndGrad | None = None, data_table: dict | None = None,
-                     samples: int = SAMPLES, steps: int = STEPS, lr: float = 0.1, use_torch: bool = True,
+                     samples: int = SAMPLES, steps: int = STEPS, lr: float = LR, use_torch: bool = True,
                      max_elements: int = MAX_ELEMENTS, eps: float = EPS, atol: float = ATOL,
                      rtol: float = RTOL) -> Report:
     """Check ``loss_and_grad`` (default: the compiled symbolic gradient) of ``graph`` against numbers.
@@ -274,8 +277,8 @@ def torch_checks(graph: Graph, params: dict, data: dict, loss: float, grads: dic
         from .torch_eval import torch_loss_and_grad
         torch_loss, torch_grads = torch_loss_and_grad(graph, params, data)
     except ImportError:
-        report.notes.append("PyTorch is not installed, so the autograd cross-check was skipped "
-                            "(pip install 'symbackprop[torch]')")
+        from .extras import install_hint
+        report.notes.append(f"PyTorch is not installed, so the autograd cross-check was skipped ({install_hint('torch')})")
         return []
     except TypeError as e:
         report.notes.append(f"the PyTorch cross-check was skipped: {e}")

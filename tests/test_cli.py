@@ -20,7 +20,7 @@ def test_derive_prints_the_seed_steps():
     assert lines[0] == r"\frac{\partial L}{\partial a} = a - y"
     assert r"\sigma'(z)" in lines[1]
     assert lines[3].endswith(r"\cdot x")
-    assert r"w^{(new)} = w^{(old)} - \eta \frac{\partial L}{\partial w}" in lines
+    assert r"w^{(\text{new})} = w^{(\text{old})} - \eta \frac{\partial L}{\partial w}" in lines
 
 
 @pytest.mark.parametrize("fmt, marker", [("markdown", "$$"), ("text", "dL/dw = dL/dz * dz/dw = dL/dz * x"),
@@ -35,7 +35,7 @@ def test_derive_wrt_and_expanded():
     result = run("derive", NEURON, "--wrt", "b", "--expanded", "--format", "text")
     assert result.exit_code == 0
     assert "dL/dw" not in result.output
-    assert "expanded gradient" in result.output and "sigmoid(b + w*x)" in result.output
+    assert "expanded gradient" in result.output and "sigmoid(w * x + b)" in result.output
 
 
 def test_help_explains_the_commands():
@@ -106,9 +106,13 @@ def test_bad_models_give_one_line_and_exit_1(tmp_path, monkeypatch, case, comman
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # nothing written, nothing run
 
 
-def test_a_missing_model_file_is_a_clean_error():
-    result = run("derive", "no-such-file.toml")
-    assert result.exit_code == 2 and "does not exist" in result.output
+@pytest.mark.parametrize("command", ["derive", "codegen", "train", "verify", "predict", "evaluate"])
+def test_a_missing_model_file_is_bad_input_one_line_and_status_1(command, tmp_path):
+    extra = {"codegen": ["-o", tmp_path / "g.py"], "predict": ["--params", "p.npz", "--data", "d.csv"],
+             "evaluate": ["--params", "p.npz"]}.get(command, [])
+    result = run(command, "no-such-file.toml", *extra)
+    assert result.exit_code == 1
+    assert result.output == "Error: no-such-file.toml: file: no such file\n"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -151,16 +151,16 @@ def test_data_file_is_read_relative_to_the_model_and_split_with_a_seed(tmp_path)
     write(tmp_path, "points.csv", "x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
     table = {"file": "points.csv", "test_fraction": 0.25, "seed": 4}
     d = model_data(NEURON.graph, table, source=str(tmp_path / "model.toml"))
-    assert len(d.train["x"]) == 15 and len(d.test["x"]) == 5
-    assert sorted(d.train["x"].tolist() + d.test["x"].tolist()) == list(range(20))
+    assert len(d.train["x"]) == 15 and len(d.held_out["x"]) == 5
+    assert sorted(d.train["x"].tolist() + d.held_out["x"].tolist()) == list(range(20))
     again = model_data(NEURON.graph, table, source=str(tmp_path / "model.toml"))
-    assert np.array_equal(again.test["x"], d.test["x"])
+    assert np.array_equal(again.held_out["x"], d.held_out["x"])
 
 
 def test_a_data_file_given_directly_replaces_the_models_source(tmp_path):
     path = write(tmp_path, "d.csv", "x,y\n1,0\n2,1\n")
     d = model_data(NEURON.graph, NEURON.data, path)
-    assert d.train["x"].tolist() == [1, 2] and d.test is None
+    assert d.train["x"].tolist() == [1, 2] and d.held_out is None
 
 
 @pytest.mark.parametrize("table, message", [
@@ -191,10 +191,10 @@ IRIS = parse_model('[inputs]\nx = { shape = [4] }\ny = { shape = [3], onehot = t
 def test_iris_is_standardised_one_hot_and_split():
     pytest.importorskip("sklearn")
     d = model_data(IRIS.graph, {"sklearn": "iris", "features": "x", "labels": "y", "test_fraction": 0.2, "seed": 0})
-    assert d.train["x"].shape == (120, 4) and d.test["x"].shape == (30, 4)
+    assert d.train["x"].shape == (120, 4) and d.held_out["x"].shape == (30, 4)
     np.testing.assert_allclose(d.train["x"].mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(d.train["x"].std(axis=0), 1, rtol=1e-12)
-    assert np.all(d.train["y"].sum(axis=1) == 1) and d.train["y"].sum() + d.test["y"].sum() == 150
+    assert np.all(d.train["y"].sum(axis=1) == 1) and d.train["y"].sum() + d.held_out["y"].sum() == 150
 
 
 def test_breast_cancer_labels_can_be_a_scalar():
@@ -202,7 +202,7 @@ def test_breast_cancer_labels_can_be_a_scalar():
     g = parse_model('[inputs]\nx = { shape = [30] }\ny = {}\n[params]\nw = { shape = [30] }\n[nodes]\n'
                     'p = "sigmoid(sum(w*x))"\n[loss]\nL = "(p - y)**2"\n', "bc.toml").graph
     d = model_data(g, {"sklearn": "breast_cancer"})
-    assert d.train["y"].shape == (569,) and set(d.train["y"]) == {0.0, 1.0} and d.test is None
+    assert d.train["y"].shape == (569,) and set(d.train["y"]) == {0.0, 1.0} and d.held_out is None
 
 
 @pytest.mark.parametrize("model, message", [
@@ -217,15 +217,11 @@ def test_sklearn_shapes_must_fit_the_inputs(model, message):
     assert str(e.value) == message
 
 
-def test_sklearn_missing_is_a_user_error(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_sklearn(name, *args, **kwargs):
-        if name.startswith("sklearn"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_sklearn)
-    with pytest.raises(UserError, match=r"needs scikit-learn: pip install 'symbackprop\[data\]'"):
+def test_sklearn_missing_is_a_user_error_with_an_install_hint_for_a_package_and_a_checkout(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(UserError) as e:
         model_data(IRIS.graph, {"sklearn": "iris"})
+    assert str(e.value) == ("[data] sklearn = \"iris\" needs scikit-learn: pip install 'symbackprop[data]' "
+                            "(or, in a checkout, pip install -e '.[data]')")

@@ -19,7 +19,7 @@ NAMES = {n: TensorSymbol(n) for n in ("x", "y", "w", "b", "v", "W")}
 WHERE = "fuzz.toml: [nodes] z"
 
 TOKENS = ["x", "y", "w", "b", "v", "W", "q", "__import__", "os", "system", "T", "real", "lambda", "if", "else",
-          "for", "in", "and", "not", "sigmoid", "sum", "softmax", "log", "sqrt", "exp", "relu", "step", "abs",
+          "for", "in", "and", "not", "sigmoid", "sum", "matmul", "transpose", "softmax", "log", "sqrt", "exp", "relu", "step", "abs",
           "0", "1", "2", "9", "0.5", "1e12", "1e999", "10", "64", "65", "1_0", "0x1f", "1j", "True", "None",
           "+", "-", "*", "/", "**", "@", "%", "//", "<", "==", ":=", ",", ".", ":", "(", ")", "[", "]", "{", "}",
           "'", '"', "f'", "#", "\\", " ", "\n", "\t", "\x00", "\uff57", "\u0430", "\u202e", "\u00e9", "..."]
@@ -54,13 +54,15 @@ def expressions():
                               "9", "'s'", "True", "__class__"])
     unary = ["-{}", "+{}", "({})", "{}.T", "{}.real", "{}[0]", "not {}", "~{}"]
     functions = ["sigmoid", "tanh", "relu", "step", "softplus", "exp", "log", "sqrt", "abs", "sum", "mean",
-                 "softmax", "logsumexp", "foo", "__import__", "w"]
+                 "softmax", "logsumexp", "matmul", "transpose", "foo", "__import__", "w"]
     binary = ["+", "-", "*", "/", "**", "@", "%", "<", " and ", " if x else "]
 
     def extend(inner):
         return st.one_of(
             st.tuples(st.sampled_from(unary), inner).map(lambda t: t[0].format(t[1])),
             st.tuples(st.sampled_from(functions), inner).map(lambda t: f"{t[0]}({t[1]})"),
+            st.tuples(st.sampled_from(functions), st.lists(inner, max_size=3)).map(
+                lambda t: f"{t[0]}({', '.join(t[1])})"),  # any number of arguments
             st.tuples(inner, st.sampled_from(binary), inner).map(lambda t: f"({t[0]}{t[1]}{t[2]})"),
             st.tuples(inner, inner).map(lambda t: f"[{t[0]} for q in {t[1]}]"),
         )

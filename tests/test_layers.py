@@ -463,7 +463,7 @@ def test_latex_shapes_show_real_spaces_of_matrices_vectors_and_scalars():
     assert lines[r"\frac{\partial L}{\partial \mathbf{z}_{1}}"].endswith(r"\quad \in \mathbb{R}^{4}")
     assert lines[r"\frac{\partial L}{\partial \mathbf{W}_{2}}"].endswith(r"\quad \in \mathbb{R}^{2 \times 4}")
     logistic = CliRunner().invoke(main, ["derive", str(EXAMPLES / "breast_cancer.toml"), "--shapes"]).output
-    assert r"\frac{\partial L}{\partial z} = - y + \sigma(z) \quad \in \mathbb{R}" + "\n" in logistic
+    assert r"\frac{\partial L}{\partial z} = \sigma(z) - y \quad \in \mathbb{R}" + "\n" in logistic
 
 
 def test_the_gradient_of_a_dot_product_weight_is_written_as_the_error_times_the_input():

@@ -138,6 +138,60 @@ def test_parse_expression_builds_sympy_directly(text, expected):
     assert result == expected(ns["x"], ns["v"])
 
 
+@pytest.mark.parametrize("call, operator", [
+    ("matmul(W, x)", "W @ x"),
+    ("transpose(v)", "v.T"),
+    ("matmul(V, tanh(W @ x))", "V @ tanh(W @ x)"),
+    ("matmul(transpose(tanh(matmul(W, x))), V)", "tanh(W @ x).T @ V"),
+    ("transpose(matmul(W, x))", "(W @ x).T"),
+    ("matmul(matmul(W, W), x) + matmul(W, matmul(W, x))", "(W @ W) @ x + W @ (W @ x)"),
+    ("sum(matmul(2*W + V.T, transpose(transpose(x))))", "sum((2*W + V.T) @ x)"),
+])
+def test_matmul_and_transpose_calls_mean_the_same_as_the_operators(call, operator):
+    ns = names("W", "V", "x", "v")
+    assert parse_expression(call, ns, "here") == parse_expression(operator, ns, "here")
+
+
+def test_matmul_and_transpose_calls_build_the_python_api_expressions():
+    ns = names("W", "V", "x")
+    W, V, x = ns["W"], ns["V"], ns["x"]
+    assert parse_expression("matmul(V, tanh(matmul(W, x)))", ns, "") == matmul(V, sp.tanh(matmul(W, x)))
+    assert parse_expression("transpose(tanh(W @ x))", ns, "") == transpose(sp.tanh(matmul(W, x)))
+
+
+def test_a_model_written_with_matmul_computes_what_its_operator_spelling_computes():
+    """The same network in both spellings: equal graphs, equal loss and gradients."""
+    import numpy as np
+    from symbackprop.compile import compile_gradient
+    head = ('[inputs]\nx = { shape = [3] }\ny = { shape = [2] }\n[params]\nW = { shape = [4, 3], init = "glorot" }\n'
+            'V = { shape = [4, 2], init = "glorot" }\n')
+    spelled = {"calls": 'h = "tanh(matmul(W, x))"\n[loss]\nL = "sum((matmul(transpose(V), h) - y)**2)"',
+               "operators": 'h = "tanh(W @ x)"\n[loss]\nL = "sum((V.T @ h - y)**2)"'}
+    graphs = {k: parse_model(f"{head}[nodes]\n{v}\n", "m.toml").graph for k, v in spelled.items()}
+    assert graphs["calls"]["L"].expr == graphs["operators"]["L"].expr
+    rng = np.random.default_rng(0)
+    params = {"W": rng.normal(size=(4, 3)), "V": rng.normal(size=(4, 2))}
+    data = {"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 2))}
+    results = {k: compile_gradient(g).loss_and_grad(params, data) for k, g in graphs.items()}
+    assert results["calls"][0] == results["operators"][0]
+    for name in params:
+        np.testing.assert_array_equal(results["calls"][1][name], results["operators"][1][name])
+
+
+@pytest.mark.parametrize("arity, message", [
+    ((2, 2), "sum(...) takes exactly 2 arguments, got 1"),
+    ((2, 3), "sum(...) takes 2 or 3 arguments, got 1"),
+    ((2, 4), "sum(...) takes 2 to 4 arguments, got 1"),
+])
+def test_the_arity_table_gives_each_function_its_number_of_arguments(monkeypatch, arity, message):
+    """One entry per function: a fixed count, or a range for optional arguments (leaky_relu(z, slope))."""
+    from symbackprop import modelfile
+    monkeypatch.setitem(modelfile.ARITY, "sum", arity)
+    with pytest.raises(ModelError) as e:
+        parse_expression("sum(x)", names("x"), "here")
+    assert str(e.value) == f"here: {message}"
+
+
 def test_integer_literals_stay_exact():
     x = TensorSymbol("x")
     assert parse_expression("x*3", {"x": x}, "") == 3 * x
@@ -233,6 +287,14 @@ ERRORS = [
     (with_nodes('z = "w(x)"'), "m.toml: [nodes] z: 'w' is not a function"),
     (with_nodes('z = "sigmoid"'), "m.toml: [nodes] z: 'sigmoid' is a function; call it, as in sigmoid(...)"),
     (with_nodes('z = "sum(x, w)"'), "m.toml: [nodes] z: sum(...) takes exactly one argument, got 2"),
+    (with_nodes('z = "sigmoid()"'), "m.toml: [nodes] z: sigmoid(...) takes exactly one argument, got 0"),
+    (with_nodes('z = "matmul(w)"'), "m.toml: [nodes] z: matmul(...) takes exactly 2 arguments, got 1"),
+    (with_nodes('z = "matmul(w, x, b)"'), "m.toml: [nodes] z: matmul(...) takes exactly 2 arguments, got 3"),
+    (with_nodes('z = "transpose(w, x)"'), "m.toml: [nodes] z: transpose(...) takes exactly one argument, got 2"),
+    (with_nodes('z = "matmul(w, b=x)"'), "m.toml: [nodes] z: matmul(...) takes no keyword arguments (got 'b=')"),
+    (with_nodes('z = "matmul(*x, w)"'), "m.toml: [nodes] z: a starred expression is not allowed"),
+    (with_nodes('z = "matmul"'), "m.toml: [nodes] z: 'matmul' is a function; call it, as in matmul(...)"),
+    (with_nodes('z = "matmul(w, q)"'), "m.toml: [nodes] z: undefined name 'q'"),
     (with_nodes('z = "w*x"', loss='L = "z.shape"'), "m.toml: [loss] L: attribute access '.shape' is not allowed (only .T"),
     (with_nodes('z = "w*x +"'), "m.toml: [nodes] z: not a valid expression (invalid syntax"),
     (with_nodes('z = "w % x"'), "m.toml: [nodes] z: operator '%' is not allowed (use + - * / ** @)"),

@@ -16,8 +16,8 @@ SEED_LATEX = [
     r" = \frac{\partial L}{\partial z} \cdot x",
     r"\frac{\partial L}{\partial b} = \frac{\partial L}{\partial z} \cdot \frac{\partial z}{\partial b}"
     r" = \frac{\partial L}{\partial z}",
-    r"w^{(new)} = w^{(old)} - \eta \frac{\partial L}{\partial w}",
-    r"b^{(new)} = b^{(old)} - \eta \frac{\partial L}{\partial b}",
+    r"w^{(\text{new})} = w^{(\text{old})} - \eta \frac{\partial L}{\partial w}",
+    r"b^{(\text{new})} = b^{(\text{old})} - \eta \frac{\partial L}{\partial b}",
 ]
 
 
@@ -53,7 +53,7 @@ def test_markdown_wraps_each_step_in_a_display_block():
 def test_text_shows_the_chain_rule_in_plain_symbols():
     lines = derive(seed_graph()).to("text").splitlines()
     assert lines[0].endswith("dL/da = a - y")
-    assert "dL/dz = dL/da * da/dz = (a - y) * sigmoid(z)*(1 - sigmoid(z))" in lines[2]
+    assert "dL/dz = dL/da * da/dz = (a - y) * sigmoid(z) * (1 - sigmoid(z))" in lines[2]
     assert lines[3].endswith("dL/dw = dL/dz * dz/dw = dL/dz * x")
     assert lines[5].endswith("w_new = w_old - eta * dL/dw")
 
@@ -105,33 +105,62 @@ def test_every_mathml_step_is_well_formed_presentation_mathml(make, options):
 
 def test_seed_mathml_reads_as_the_textbook_steps():
     steps = [spoken(e) for e in mathml_elements(derive(seed_graph()).to("mathml"))]
-    assert steps[0] == "\u2202 L \u2202 a = a - y"
-    assert steps[1] == "\u2202 a \u2202 z = \u03c3 \u2032 ( z ) = \u03c3 ( z ) \u2062 ( 1 - \u03c3 ( z ) )"
+    assert steps[0] == "\u2202 L \u2202 a = a \u2212 y"
+    assert steps[1] == "\u2202 a \u2202 z = \u03c3 \u2032 ( z ) = \u03c3 ( z ) \u2062 ( 1 \u2212 \u03c3 ( z ) )"
     assert steps[3] == "\u2202 L \u2202 w = \u2202 L \u2202 z \u00b7 \u2202 z \u2202 w = \u2202 L \u2202 z \u00b7 x"
-    assert steps[5] == "w ( new ) = w ( old ) - \u03b7 \u2202 L \u2202 w"
+    assert steps[5] == "w ( new ) = w ( old ) \u2212 \u03b7 \u2202 L \u2202 w"
 
 
-def test_mathml_of_a_layer_has_bold_tensors_transposes_and_hadamard_products():
+def test_mathml_follows_mathml_core_bold_letters_double_struck_r_minus_sign_and_upright_words():
+    """Browsers implement MathML Core, which ignores mathvariant="bold" and "double-struck" (issue 11)."""
     from test_layers import sigmoid_mlp
     text = derive(sigmoid_mlp([3, 4, 2])).to("mathml", shapes=True)
-    assert '<mi mathvariant="bold">W</mi>' in text
+    assert "mathvariant=\"bold\"" not in text and "double-struck" not in text
+    assert "<mi>&#119830;</mi>" in text      # W in Unicode's mathematical bold (U+1D416)
+    assert "<mi>&#119834;</mi>" in text      # a in bold (U+1D41A)
+    assert "<mi>&#8477;</mi>" in text        # the double-struck R (U+211D) of the shapes
     assert "<mo>&#8868;</mo>" in text        # the transpose of a^T
     assert "<mo>&#8857;</mo>" in text        # the Hadamard product
-    assert '<mi mathvariant="double-struck">R</mi>' in text
+    assert "<mo>-</mo>" not in text and "<mo>&#8722;</mo>" in text   # the minus sign U+2212, not a hyphen
+    assert "<mtext>new</mtext>" in text and "<mtext>old</mtext>" in text
+    assert "<msup><mi mathvariant=\"normal\">&#963;</mi><mo>&#8242;</mo>" not in text  # no prime as a speck
 
 
-def test_html_is_a_page_with_one_numbered_mathml_block_per_step_and_an_escaped_title():
+def test_mathml_writes_a_hat_name_with_an_accent_and_keeps_it_bold():
+    from symbackprop import Graph
+    g = Graph("autoencoder")
+    x = g.input("x", shape=(2,))
+    xhat = g.node("xhat", 2 * x)
+    from symbackprop.tensor import sum_
+    g.loss("L", sum_((xhat - x) ** 2))
+    text = derive(g, wrt=["x"]).to("mathml")
+    assert '<mover accent="true"><mi>&#119857;</mi><mo>^</mo></mover>' in text   # bold x with a hat
+    assert spoken(mathml_elements(text)[0]).endswith("= 2 \U0001d431 ^ \u2212 2 \U0001d431")  # x̂ before x
+
+
+def test_brackets_stretch_only_around_fractions_and_matrices():
+    """Without a math font a stretchy bracket around (y) grows to the next, much taller size (issue 11)."""
+    text = derive(seed_graph()).to("mathml")
+    assert '<mo stretchy="false">(</mo><mrow><mi>a</mi>' in text
+    assert "<mo>(</mo>" not in text   # the seed has no fraction inside brackets
+
+
+def test_html_is_a_page_with_the_steps_aligned_in_a_table_and_an_escaped_title():
     g = seed_graph()
     g.name = "neuron <script>alert(1)</script> & co"
     page = derive(g).to("html")
     parser = _Tags()
     parser.feed(page)
-    assert parser.tags.count("math") == parser.tags.count("li") == len(derive(g).steps)
+    steps = len(derive(g).steps)
+    assert parser.tags.count("tr") == steps and parser.tags.count("math") == 2 * steps  # lhs | = forms
     assert "script" not in parser.tags
     assert "<title>Backpropagation: neuron &lt;script&gt;alert(1)&lt;/script&gt; &amp; co</title>" in page
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    assert "td.lhs { text-align: right;" in page and "td.rhs { text-align: left;" in page
     for block in page.split("<math")[1:]:
         ElementTree.fromstring("<math" + block.split("</math>")[0] + "</math>")
+    rhs = [b for b in page.split('<td class="rhs">')[1:]]
+    assert all(b.startswith('<math xmlns="http://www.w3.org/1998/Math/MathML"><mrow><mo>=</mo>') for b in rhs)
 
 
 class _Tags(HTMLParser):

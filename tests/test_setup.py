@@ -1,6 +1,10 @@
-"""The set-up promises of the README: CI runs the README's own test command."""
+"""The set-up promises of the README: CI runs the README's own test command; optional extras stay optional."""
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,3 +25,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
     assert "set -euo pipefail" in ci  # pytest's exit 5 (no tests collected) fails CI
+
+
+def test_dask_is_imported_only_by_the_dask_engine():
+    check = ("import sys, symbackprop, symbackprop.cli, symbackprop.train, symbackprop.data, symbackprop.distributed; "
+             "print(sorted(m for m in ('dask', 'distributed', 'pyarrow', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_without_dask_the_engine_says_which_extra_to_install(monkeypatch):
+    from symbackprop.distributed import connect
+    from symbackprop.graph import UserError
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now fails
+    with pytest.raises(UserError, match=re.escape("pip install 'symbackprop[dask]'")):
+        with connect(workers=1):
+            pass

@@ -81,8 +81,8 @@ def test_params_override_the_initial_values():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"lr": -1.0}, "train lr: the learning rate must be a positive number, got -1.0"),
-    ({"lr": float("nan")}, "train lr: the learning rate must be a positive number"),
+    ({"lr": -1.0}, "train lr: must be a positive number, got -1.0"),
+    ({"lr": float("nan")}, "train lr: must be a finite number, got nan"),
     ({"epochs": -2}, "train epochs: must be a whole number >= 0, got -2"),
     ({"batch_size": 0}, "train batch_size: must be a whole number >= 1, got 0"),
 ])
@@ -225,8 +225,8 @@ def test_classification_reports_training_and_held_out_accuracy():
     result = train(m.graph, model_data(m.graph, m.data), lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"],
                    predict=s["predict"], target=s["target"])
     assert result.initial["accuracy"] < 0.8
-    assert result.last["accuracy"] > 0.9 and result.last["test_accuracy"] > 0.85
-    assert result.last["test_loss"] < result.initial["test_loss"]
+    assert result.last["accuracy"] > 0.9 and result.last["held_out_accuracy"] > 0.85
+    assert result.last["held_out_loss"] < result.initial["held_out_loss"]
 
 
 def test_scalar_predictions_are_thresholded_at_one_half():
@@ -235,7 +235,7 @@ def test_scalar_predictions_are_thresholded_at_one_half():
 
 
 @pytest.mark.parametrize("table, message", [
-    ({"lr": 0}, "m.toml: [train] lr: the learning rate must be a positive number, got 0"),
+    ({"lr": 0}, "m.toml: [train] lr: must be a positive number, got 0"),
     ({"rate": 1}, "m.toml: [train] rate: unknown key"),
     ({"predict": "a"}, "m.toml: [train]: give both predict (a node) and target (an input)"),
     ({"predict": "x", "target": "y"}, "m.toml: [train] predict: must name a node, got 'x'"),
@@ -267,7 +267,8 @@ def test_train_command_prints_header_and_summary_for_the_seed(tmp_path):
     result = run("train", NEURON_PATH, "--epochs", "100")
     assert result.exit_code == 0, result.output
     assert "training 'single sigmoid neuron' on 256 samples" in result.output
-    assert "lr 2, 100 epochs, batch full, seed 0" in result.output
+    assert "2 parameter tensors (2 values), sgd (lr 2, momentum 0, dampening 0, weight_decay 0, nesterov false), " \
+           "100 epochs, batch full, seed 0" in result.output
     summary = [line for line in result.output.splitlines() if line.startswith("loss ")][0]
     start, end = float(summary.split()[1]), float(summary.split()[5])
     assert start == pytest.approx(0.0287, abs=1e-4) and end < start / 100
