@@ -162,7 +162,8 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return Code(f"{self.fit(base, ATOM)}**{self.fit(exponent, ATOM)}", POW)
 
     def negate(self, code: Code) -> Code:
-        """``-code``; ``-a*b`` is ``(-a)*b`` in Python, the same number, so only sums are bracketed."""
+        """``-code``, with a sum or product in brackets (``-(a*b)``). A product prints its sign on its first
+        factor instead (``-2*x``, ``-a*b``: ``(-a)*b`` in Python, the same number)."""
         return Code("-" + self.fit(code, UNARY), UNARY)
 
     def postfix(self, code: Code, suffix: str) -> Code:
