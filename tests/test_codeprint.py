@@ -173,3 +173,19 @@ def test_an_elementwise_product_with_a_matrix_product_keeps_its_brackets():
     loss, grads = compiled.loss_and_grad({"W": W0}, {"x": xs, "v": vs})
     assert loss == pytest.approx(np.mean(np.sum(vs * (xs @ W0.T), axis=1)), rel=1e-12)
     np.testing.assert_allclose(grads["W"], vs.T @ xs / 4, rtol=1e-12)
+
+
+def test_an_index_binds_to_the_whole_operand_it_is_appended_to():
+    """Bugs 12 and 13: ``t0**(3/2)[:, None]`` indexed the exponent, ``2*t0 - 2*y[:, :, None]`` indexed y."""
+    g = Graph("normalised")
+    x, w = g.input("x", (3,)), g.param("w", (3,))
+    h = g.node("h", w * x)
+    g.loss("L", sum_(h / sp.sqrt(sum_(h * h))))
+    assert "(t0**(3/2))[:, None]" in user_source(g)
+    g = Graph("sum of weights")
+    x, y = g.input("x", (3,)), g.input("y", (3,))
+    W, U = g.param("W", (3, 3)), g.param("U", (3, 3))
+    g.loss("L", sum_((sp.tanh((W + U) @ x) - y) ** 2))
+    code = lines(user_source(g))
+    assert "t0 = np.tanh(x @ (U + W).T)" in code
+    assert "t2 = (t1*(2 - 2*t0**2))[:, :, None]*x[:, None, :]" in code
