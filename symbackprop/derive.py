@@ -470,8 +470,10 @@ class Derivation:
         """This derivation evaluated at one sample: ``d.at({"x": 1.5, "y": 1})``.
 
         Returns an :class:`~symbackprop.evaluate.Evaluation`: every value (``.value("dL/dw")``,
-        ``.loss``, ``.gradients``, ``.updated`` with ``lr``), rendered with numbers by ``.to(fmt)``.
-        Parameters not in ``point`` take their ``init`` values (random ones drawn with ``seed``).
+        ``.loss``, ``.gradients``, ``.updated``: the parameters after the optimizer's first step),
+        rendered with numbers by ``.to(fmt)``. Parameters not in ``point`` take their ``init`` values
+        (random ones drawn with ``seed``). ``lr`` replaces the optimizer's learning rate; plain SGD (the
+        seed's rule, which shows no settings) gets the update's numbers only with it.
         """
         from .evaluate import evaluate
         return evaluate(self, point, lr=lr, digits=digits, seed=seed)

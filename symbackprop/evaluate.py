@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 
 from .graph import Graph, UserError
-from .optim import ETA, RuleSymbol, follow_rule
+from .optim import ETA, RuleSymbol, follow_rule, shown_symbols
 from .steps import Math, NewValue, Partial, Product, Step, Total, UpdateRule
 from .valueprint import DIGITS, value_key
 
@@ -325,8 +325,9 @@ def evaluate(derivation, point: Mapping[Any, Any], lr: float | None = None, digi
     values = {q.name: at[q.name].reshape(q.canonical_shape) for q in g.input_list + g.params}
     values.update({name: np.array(v[0]) for name, v in traced.items()})
     optimizer = derivation.optimizer if lr is None else derivation.optimizer.with_lr(float(lr))
-    if lr is None and optimizer.is_plain and derivation.schedule is None:
-        return Evaluation(derivation, at, values, None, digits)  # the seed's rule, no learning rate: symbolic
+    if not any(s.kind == "update" for s in derivation.steps) or (
+            lr is None and optimizer.is_plain and derivation.schedule is None):
+        return Evaluation(derivation, at, values, None, digits)  # no update, or the seed's rule without eta
     shown = derivation.with_update(optimizer, first_step=True)
     update, numbered = first_update(shown, values)
     return Evaluation(shown, at, {**values, **update}, optimizer.lr, digits, numbered)
@@ -346,18 +347,20 @@ def first_update(derivation, values: Mapping[str, np.ndarray]) -> tuple[dict[str
     grads = {p.name: values[derivation.adjoint(p.name).name] for p in params}
     known = {ETA: optimizer.lr, **{p.symbol: start[p.name] for p in params},
              **{derivation.adjoint(p.name): grads[p.name] for p in params}}
-    followed = follow_rule([s for s in derivation.steps if s.kind == "update"], known)
+    steps = [s for s in derivation.steps if s.kind == "update"]
+    followed = follow_rule(steps, known)
     with np.errstate(all="ignore"):
         stepped = optimizer.step(start, grads, optimizer.init_state(start), optimizer.lr)
     for name, new in stepped.items():
-        shown = np.asarray(followed.new[name], dtype=np.float64)
-        finite = np.isfinite(shown) & np.isfinite(new)
+        followed_new = np.asarray(followed.new[name], dtype=np.float64)
+        finite = np.isfinite(followed_new) & np.isfinite(new)
         scale = 1e-12 * (np.max(np.abs(start[name]), initial=0.0) + optimizer.lr)
-        if not np.allclose(shown[finite], new[finite], rtol=1e-9, atol=scale):
-            raise RuntimeError(f"the shown update of {name} gives {shown}, but {optimizer.torch_name}'s step "
-                               f"gives {new}: please report this bug in symbackprop")
+        if not np.allclose(followed_new[finite], new[finite], rtol=1e-9, atol=scale):
+            raise RuntimeError(f"the shown update of {name} gives {followed_new}, but {optimizer.torch_name}'s "
+                               f"step gives {new}: please report this bug in symbackprop")
+    shown = shown_symbols(steps) | {ETA}  # eta: the last line's numbers use it
     update = {value_key(symbol): np.asarray(v, dtype=np.float64) for symbol, v in followed.values.items()
-              if isinstance(symbol, RuleSymbol)}
+              if symbol in shown and isinstance(symbol, RuleSymbol)}
     update.update({new_symbol(name).name: new for name, new in stepped.items()})
     return update, followed.held
 

@@ -521,9 +521,7 @@ def update_steps(optimizer: Optimizer, params: list[tuple[str, sp.Symbol, sp.Exp
         steps += optimizer.rule(name, symbol, gradient)
     if optimizer.is_plain and schedule is None:
         return steps
-    shown = [f.expr if isinstance(f, Math) else f.gradient for s in steps for f in (s.lhs, *s.forms)
-             if isinstance(f, (Math, UpdateRule))]
-    used = set().union(*[e.free_symbols for e in shown])
+    used = shown_symbols(steps)
     values = []
     for owner in (optimizer, schedule):
         for key, symbol in (owner.symbols().items() if owner is not None else ()):
@@ -535,6 +533,13 @@ def update_steps(optimizer: Optimizer, params: list[tuple[str, sp.Symbol, sp.Exp
     counter = [(STEP, sp.Integer(1))] * (not optimizer.is_plain) + [(EPOCH, sp.Integer(0))] * (schedule is not None)
     firsts = [values, counter] if first_step else [values]
     return [Step("update", *_assignment(pairs)) for pairs in firsts] + steps
+
+
+def shown_symbols(steps: list[Step]) -> set[sp.Symbol]:
+    """Every symbol the steps write (in their left-hand sides, forms and update directions)."""
+    shown = [f.expr if isinstance(f, Math) else f.gradient for s in steps for f in (s.lhs, *s.forms)
+             if isinstance(f, (Math, UpdateRule))]
+    return set().union(*[e.free_symbols for e in shown])
 
 
 def _assignment(pairs: list[tuple[sp.Symbol, sp.Expr]]) -> tuple[Math, tuple[Math]]:
