@@ -2,7 +2,6 @@
 rule the derivation shows computes what the numeric update computes."""
 import numpy as np
 import pytest
-import sympy as sp
 
 from conftest import ROOT
 from symbackprop.data import model_data
@@ -12,7 +11,7 @@ from symbackprop.initializers import initial_params
 from symbackprop.modelfile import load_model, parse_model
 from symbackprop.optim import (ETA, OPTIMIZERS, SCHEDULES, follow_rule, make_optimizer, make_schedule,
                                module_source, update_steps)
-from symbackprop.steps import Adjoint, Math, NewValue, UpdateRule
+from symbackprop.steps import Adjoint, NewValue, UpdateRule
 from symbackprop.train import load_checkpoint, train, train_settings
 
 torch = pytest.importorskip("torch")

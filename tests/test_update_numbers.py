@@ -5,6 +5,7 @@ Independent means torch.optim: the gradients by torch's autograd of an independe
 ``optimizer.step()``; the state torch keeps (``exp_avg``, ``square_avg``, ``momentum_buffer``, ...) gives
 each shown state value, the parameter after the step gives w_new, and the few shown quantities torch
 keeps no state for (the bias-corrected moments, a Nesterov direction) are computed here from that state.
+The same numbers in every format: tests/test_evaluate.py.
 """
 import re
 from pathlib import Path
@@ -16,7 +17,6 @@ from click.testing import CliRunner
 from symbackprop import Graph, derive, sigmoid
 from symbackprop.cli import main
 from symbackprop.optim import SGD, make_optimizer, make_schedule
-from symbackprop.render import RENDERERS
 from symbackprop.tensor import sum_
 from test_evaluate import SEED_POINT, g9, seed_by_hand
 from test_optim import LR, TORCH, TORCH_SCHEDULES, VARIANTS, ids
@@ -62,7 +62,7 @@ def torch_first_step(graph, point, name, settings, lr, schedule=None):
     return {k: v.detach().numpy() for k, v in leaves.items()}, state, grads, used_lr
 
 
-def expected_first_step(name, settings, params, grads, state, lr):
+def expected_first_step(name, settings, params, grads, state):
     """Every quantity the shown rule names, at t = 1, from torch's state after its first step."""
     hyper = make_optimizer(name, **settings).values
     out = {}
@@ -112,7 +112,7 @@ def test_every_number_of_the_first_update_is_torch_optims_first_step(variant, sc
     for p, grad in grads.items():
         np.testing.assert_allclose(ev.gradients[p], grad, rtol=1e-12, atol=1e-15)
     shape = {p.name: p.shape for p in graph.params}
-    for key, value in expected_first_step(name, settings, params, grads, state, lr).items():
+    for key, value in expected_first_step(name, settings, params, grads, state).items():
         shown = np.reshape(ev.value(key), shape[key.split("_", 1)[1].split(",")[0]])
         np.testing.assert_allclose(shown, value, rtol=1e-12, atol=1e-15, err_msg=key)
     assert ev.lr == lr and ev.value("eta") == pytest.approx(lr, rel=1e-15)
@@ -140,7 +140,7 @@ def test_the_seed_with_adam_shows_adams_first_step_and_not_sgds_numbers():
     assert "Warning: " in result.stderr and "[train] lr: not used" in result.stderr
     v = seed_by_hand()
     params, grads = {"w": 0.5, "b": 0.0}, {"w": v["dL/dw"], "b": v["dL/db"]}
-    after, state, _, _ = torch_first_step_of(params, grads, "adam", lr=1e-3)
+    after, state = torch_first_step_of(params, grads, "adam", lr=1e-3)
     expected = ["gradient-descent update  (eta, beta_1, beta_2, epsilon) = (0.001, 0.9, 0.999, 1.0e-8)",
                 "gradient-descent update  t = 1"]
     for p in ("w", "b"):
@@ -176,7 +176,7 @@ def torch_first_step_of(params, grads, name, lr, **settings):
     optimizer.step()
     state = {k: {key: (v.item() if torch.is_tensor(v) else v) for key, v in optimizer.state[leaf].items()}
              for k, leaf in leaves.items()}
-    return {k: v.item() for k, v in leaves.items()}, state, None, lr
+    return {k: v.item() for k, v in leaves.items()}, state
 
 
 def last_value(output: str, lhs: str) -> float:
@@ -198,7 +198,7 @@ def test_lr_replaces_every_optimizers_learning_rate_in_the_settings_and_the_numb
                                            *option])
         assert result.exit_code == 0, result.output
         assert re.search(rf"update  \(eta, [^)]*\) = \({lr:g}, ", result.stdout), result.stdout
-        after, _, _, _ = torch_first_step_of({"w": 0.5, "b": 0.0}, grads, name, lr, **settings)
+        after, _ = torch_first_step_of({"w": 0.5, "b": 0.0}, grads, name, lr, **settings)
         for p in ("w", "b"):
             assert last_value(result.stdout, f"{p}_new") == float(g9(after[p])), (option, p)
     ev = derive(load_seed(), optimizer=make_optimizer(name, **settings)).at(SEED_POINT, lr=0.3)
@@ -214,7 +214,7 @@ def test_the_table_lr_of_another_optimizer_is_not_used_and_plain_sgd_keeps_the_s
     for optimizer, expected in (("adam", 0.001), ("rmsprop", 0.01)):  # torch's defaults, as train uses them
         result = CliRunner().invoke(main, ["derive", str(SEED), "--at", "x=1.5", "--at", "y=1", "--format", "text",
                                            "--optimizer", optimizer])
-        assert f"(eta, " in result.stdout and re.search(rf"\) = \({expected:g}, ", result.stdout)
+        assert "(eta, " in result.stdout and re.search(rf"\) = \({expected:g}, ", result.stdout)
     plain = CliRunner().invoke(main, ["derive", str(SEED), "--at", "x=1.5", "--at", "y=1", "--format", "text",
                                       "--optimizer", "sgd"])
     assert update_lines(plain.stdout) == ["gradient-descent update  w_new = w_old - eta * dL/dw",
@@ -257,7 +257,7 @@ def test_a_model_input_named_t_and_a_parameter_named_alpha_keep_their_own_values
     g.loss("L", (alpha * x - t) ** 2)
     point = {"x": 2.0, "t": 7.0, "alpha": 0.4}
     ev = derive(g, optimizer=make_optimizer("rmsprop", lr=0.05, alpha=0.9)).at(point)
-    after, state, _, _ = torch_first_step_of({"alpha": 0.4}, {"alpha": ev.gradients["alpha"]}, "rmsprop", 0.05,
+    after, state = torch_first_step_of({"alpha": 0.4}, {"alpha": ev.gradients["alpha"]}, "rmsprop", 0.05,
                                              alpha=0.9)
     assert ev.value("t") == 7.0 and ev.value("alpha") == 0.4  # the model's quantities
     assert ev.values["update:t"] == 1 and ev.values["update:alpha"] == 0.9  # the rule's
@@ -265,7 +265,7 @@ def test_a_model_input_named_t_and_a_parameter_named_alpha_keep_their_own_values
     assert ev.updated["alpha"] == pytest.approx(after["alpha"], rel=1e-14)
     assert f"= 0.9 * 0 + ({g9(ev.gradients['alpha'])})**2 * (1 - 0.9)" in ev.to("text")
     adam = derive(g, optimizer=make_optimizer("adam", lr=0.05)).at(point)
-    after, _, _, _ = torch_first_step_of({"alpha": 0.4}, {"alpha": adam.gradients["alpha"]}, "adam", 0.05)
+    after, _ = torch_first_step_of({"alpha": 0.4}, {"alpha": adam.gradients["alpha"]}, "adam", 0.05)
     assert adam.updated["alpha"] == pytest.approx(after["alpha"], rel=1e-14)
     assert "/ (1 - 0.9**1)" in adam.to("text")  # the bias correction at t = 1, not at the input's 7
 
@@ -283,25 +283,6 @@ def test_a_shown_rule_that_computes_something_else_than_the_optimizer_is_refused
         derive(load_seed(), optimizer=optimizer).at(SEED_POINT)
 
 
-@pytest.mark.parametrize("variant, schedule", [(("adam", {"amsgrad": True, "weight_decay": 0.1}), None),
-                                               (("sgd", {"momentum": 0.9, "nesterov": True}), SCHEDULES[1]),
-                                               (("rmsprop", {"centered": True, "momentum": 0.5}), SCHEDULES[3])],
-                         ids=["adam", "sgd-nesterov-step", "rmsprop-centered-cosine"])
-def test_every_format_prints_the_same_numbers_of_the_update(variant, schedule):
-    from test_evaluate import numeric_parts
-    name, settings = variant
-    chosen = make_schedule(schedule[0], **schedule[1]) if schedule else None
-    ev = derive(layer_graph(), optimizer=make_optimizer(name, lr=LR[name], **settings), schedule=chosen).at(LAYER_POINT)
-    kinds = [s.kind for s in RENDERERS["text"](ev.derivation, evaluation=ev).all_steps]
-
-    def update_numbers(fmt):
-        return [n for kind, n in zip(kinds, numeric_parts(fmt, ev)) if kind == "update"]
-    reference = update_numbers("text")
-    assert sum(len(n) for n in reference) > 60
-    for fmt in ("latex", "markdown", "mathml", "html"):
-        assert update_numbers(fmt) == reference, fmt
-
-
 def test_the_report_shows_the_first_update_of_the_models_optimizer(tmp_path):
     model = tmp_path / "m.toml"
     model.write_text(SEED.read_text().replace("lr = 2.0", 'optimizer = "adam"\nlr = 0.01'))
@@ -311,7 +292,7 @@ def test_the_report_shows_the_first_update_of_the_models_optimizer(tmp_path):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     v = seed_by_hand()
-    after, state, _, _ = torch_first_step_of({"w": 0.5, "b": 0.0}, {"w": v["dL/dw"], "b": v["dL/db"]}, "adam", 0.01)
+    after, state = torch_first_step_of({"w": 0.5, "b": 0.0}, {"w": v["dL/dw"], "b": v["dL/db"]}, "adam", 0.01)
     assert "the first update of torch.optim.Adam (t = 1, from its initial state) with \u03b7 = 0.01" in page
     for number in (state["w"]["exp_avg"], state["w"]["exp_avg_sq"], after["w"], after["b"]):
         mantissa = g9(number).split("e")[0].lstrip("-")
