@@ -90,8 +90,9 @@ def point_options(function):
         click.option("--digits", type=click.IntRange(1, 17), default=9, show_default=True,
                      help="Significant digits of the numbers (with --at or --sample)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), metavar="ETA",
-                     help="Learning rate of the updates with numbers.  [the model's [train] lr, else the update "
-                          "stays symbolic]"),
+                     help="Learning rate of the update with numbers (its first step, t = 1); it replaces the "
+                          "optimizer's, also in the settings shown.  [the model's [train] lr when set for the "
+                          "optimizer shown, else torch's default; plain SGD's update then stays symbolic]"),
     ]
     for option in reversed(options):
         function = option(function)

@@ -13,6 +13,7 @@ sums, softmax).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from math import prod
 
@@ -275,12 +276,22 @@ class Derivation:
                 self.steps.append(Step(self._target_kind(t), Math(self.adjoint(t)), (Math(sp.S.Zero),), t))
         self._update_steps()
 
-    def _update_steps(self) -> None:
+    def _update_steps(self, first_step: bool = False) -> None:
         """The optimizer's update of every parameter derived, after its gradient (see :mod:`.optim`)."""
         from .optim import update_steps
         params = [(p.name, p.symbol, self.adjoint(p.name)) for p in self.graph.params if p.name in self.targets]
         if params:
-            self.steps.extend(update_steps(self.optimizer, params, self.schedule))
+            self.steps.extend(update_steps(self.optimizer, params, self.schedule, first_step))
+
+    def with_update(self, optimizer, first_step: bool = False) -> "Derivation":
+        """This derivation ending with ``optimizer``'s update instead (same schedule; the gradients are not
+        derived again). ``first_step`` shows the step count of the first update, ``(t, e) = (1, 0)``, for a
+        derivation shown with that update's numbers."""
+        other = copy.copy(self)
+        other.optimizer = optimizer
+        other.steps = [s for s in self.steps if s.kind != "update"]
+        other._update_steps(first_step)
+        return other
 
     def _target_kind(self, name: str) -> str:
         return "param" if self.graph[name].kind == "param" else "gradient"
@@ -462,8 +473,10 @@ class Derivation:
         """This derivation evaluated at one sample: ``d.at({"x": 1.5, "y": 1})``.
 
         Returns an :class:`~symbackprop.evaluate.Evaluation`: every value (``.value("dL/dw")``,
-        ``.loss``, ``.gradients``, ``.updated`` with ``lr``), rendered with numbers by ``.to(fmt)``.
-        Parameters not in ``point`` take their ``init`` values (random ones drawn with ``seed``).
+        ``.loss``, ``.gradients``, ``.updated``: the parameters after the optimizer's first step),
+        rendered with numbers by ``.to(fmt)``. Parameters not in ``point`` take their ``init`` values
+        (random ones drawn with ``seed``). ``lr`` replaces the optimizer's learning rate; plain SGD (the
+        seed's rule, which shows no settings) gets the update's numbers only with it.
         """
         from .evaluate import evaluate
         return evaluate(self, point, lr=lr, digits=digits, seed=seed)

@@ -11,7 +11,14 @@ these numbers in place of its symbols, then the step's value::
 The form given numbers is the chain-rule form where every factor already has a value (the product of
 numbers shown above it, as worked examples write it), else the step's last form; node definitions in
 it are written with the node (``a (1 - a)`` for ``sigma(z) (1 - sigma(z))``), as the program computes
-them. An update gets numbers when a learning rate is known.
+them.
+
+The update is shown with the numbers of the optimizer's first step (t = 1, epoch e = 0, from its initial
+state): its displayed steps evaluated in order, as written (:func:`symbackprop.optim.follow_rule`), and
+each parameter after it from the optimizer's own numeric step (:meth:`symbackprop.optim.Optimizer.step`,
+what training computes), which the displayed steps must reproduce. The learning rate is the optimizer's,
+or ``lr`` in its place; plain SGD at a constant rate (the seed's rule, which shows no settings) gets
+numbers only when ``lr`` is given.
 """
 from __future__ import annotations
 
@@ -23,11 +30,10 @@ import numpy as np
 import sympy as sp
 
 from .graph import Graph, UserError
+from .optim import ETA, RuleSymbol, follow_rule, shown_symbols
 from .steps import Math, NewValue, Partial, Product, Step, Total, UpdateRule
-from .valueprint import DIGITS
+from .valueprint import DIGITS, value_key
 
-#: the learning rate's symbol in an update with numbers (``eta`` is a reserved name, so no quantity has it)
-ETA = sp.Symbol("eta", positive=True)
 #: longest ``--at`` value read (a 1000 x 1000 matrix of short numbers fits)
 MAX_TEXT = 20_000_000
 
@@ -151,23 +157,29 @@ class Evaluation:
 
     ``values`` maps names to arrays in the shapes the derivation computes with: inputs, parameters,
     nodes and the loss by name, adjoints and gradients as ``"dL/dz"``, the local derivatives shown as
-    ``"da/dz"``, and (with a learning rate) each parameter after the update as ``"w^(new)"``.
+    ``"da/dz"``; with the update's numbers, each parameter after it as ``"w^(new)"`` and every quantity
+    of the update's steps (settings, ``t``, ``m_w,t``) under its :func:`~symbackprop.valueprint.value_key`.
+    ``lr`` is the update's learning rate (None: the update stays symbolic); ``numbered`` the update steps
+    that hold at its first step, which get numbers.
     """
 
     def __init__(self, derivation, point: dict[str, np.ndarray], values: dict[str, np.ndarray],
-                 lr: float | None = None, digits: int = DIGITS):
+                 lr: float | None = None, digits: int = DIGITS, numbered: list[Step] = ()):
         self.derivation = derivation
         self.point = point
         self.values = values
         self.lr = lr
         self.digits = digits
+        self.numbered = list(numbered)
         g = derivation.graph
         self._reuse = {q.expr: q.symbol for q in g.computed if not q.expr.is_Atom and q.name != g.loss_name}
 
     # ---- the numbers ---------------------------------------------------------------------------------------
     def value(self, name: str) -> float | np.ndarray:
-        """The value of a quantity (``"z"``), adjoint (``"dL/dz"``) or shown local derivative (``"da/dz"``)."""
-        v = self.values[name]
+        """The value of a quantity (``"z"``), adjoint (``"dL/dz"``) or shown local derivative (``"da/dz"``), or
+        of a quantity of the update's first step (``"m_w,t"``, ``"beta_1"``, ``"t"``) that no model quantity
+        is named."""
+        v = self.values[name] if name in self.values else self.values[RuleSymbol(name).value_key]
         return float(v) if np.ndim(v) == 0 else v
 
     @property
@@ -182,7 +194,8 @@ class Evaluation:
 
     @property
     def updated(self) -> dict[str, np.ndarray] | None:
-        """Each parameter after one update w - lr dL/dw (declared shapes), or None without a learning rate."""
+        """Each parameter after the optimizer's first update (one step from its initial state, as training
+        makes it), in declared shapes; None when the update stays symbolic."""
         if self.lr is None:
             return None
         g = self.derivation.graph
@@ -209,16 +222,23 @@ class Evaluation:
             symbol = lhs.expr
         else:
             return None
-        return symbol if symbol.name in self.values else None
+        if step.kind == "update" and (step not in self.numbered or self._is_number(step.forms[0])):
+            return None  # a step that does not hold at t = 1, or a value given as a number (t = 1)
+        return symbol if value_key(symbol) in self.values else None
+
+    @staticmethod
+    def _is_number(form) -> bool:
+        return isinstance(form, Math) and not form.expr.free_symbols
 
     def numeric_form(self, step: Step):
         """The form to print again with numbers, or None when it would only repeat the value."""
         if step.kind == "update":
-            rule = step.forms[0]
-            if self.lr is None or not isinstance(rule, UpdateRule):
+            if step not in self.numbered:
                 return None
-            return Math(sp.Add(rule.param, sp.Mul(-1, ETA, rule.gradient, evaluate=False), evaluate=False))
-        reuse = {} if step.kind in ("forward", "value") else self._reuse
+            rule = step.forms[0]
+            if isinstance(rule, UpdateRule):
+                return Math(sp.Add(rule.param, sp.Mul(-1, ETA, rule.gradient, evaluate=False), evaluate=False))
+        reuse = {} if step.kind in ("forward", "value", "update") else self._reuse
         for form in step.forms:
             substituted = self._with_values(form, reuse)
             if substituted is not None:
@@ -231,7 +251,7 @@ class Evaluation:
         """``form`` with each local derivative as its symbol, or None if a part of it has no value."""
         if isinstance(form, Math):
             expr = form.expr.xreplace(reuse) if reuse else form.expr
-            return Math(expr) if all(s.name in self.values for s in expr.free_symbols) else None
+            return Math(expr) if all(value_key(s) in self.values for s in expr.free_symbols) else None
         if isinstance(form, Partial):
             symbol = local_symbol(form.of, form.wrt)
             return Math(symbol) if symbol.name in self.values else None
@@ -242,6 +262,21 @@ class Evaluation:
                 return None
             return Product(tuple(done), form.hadamard) if isinstance(form, Product) else Total(tuple(done))
         return None  # a Prime f'(z) is written with its value form instead
+
+    def notices(self) -> list[str]:
+        """Plain-text lines about the update's numbers: a general step that does not hold at t = 1."""
+        from .printing import NetworkTextPrinter
+        later = [s for s in self.derivation.steps if s.kind == "update" and s not in self.numbered]
+        if not self.numbered or not later:
+            return []
+        text = NetworkTextPrinter().doprint
+        names = [text(s.lhs.expr) for s in later]
+        starts = [name.rsplit(",", 1)[0] + ",1" for name in names]
+        one = len(names) == 1
+        return [f"the update is shown at its first step (t = 1), where {' and '.join(names)} "
+                f"{'is' if one else 'are'} {' and '.join(starts)} (as {self.derivation.optimizer.torch_name} "
+                f"starts {'it' if one else 'them'}); {'its general step holds' if one else 'their general steps hold'} "
+                f"from t = 2 on, so {'it has' if one else 'they have'} no numbers"]
 
     # ---- display ---------------------------------------------------------------------------------------------
     def to(self, fmt: str = "latex", **options) -> str:
@@ -267,8 +302,10 @@ def evaluate(derivation, point: Mapping[Any, Any], lr: float | None = None, digi
 
     ``point`` gives every input (a number, or a nested list in the input's shape) and any parameter;
     other parameters take their ``init`` value (random ones drawn with ``seed``, as training does).
-    ``lr`` gives the updates numbers; ``digits`` is the number of significant digits printed;
-    ``option`` is how errors name the point (the CLI's ``--at``).
+    ``lr`` replaces the optimizer's learning rate (the derivation's settings step shows it); the update
+    gets the numbers of its first step whenever its learning rate is shown: always, except for plain SGD
+    at a constant rate (the seed's rule) without ``lr``. ``digits`` is the number of significant digits
+    printed; ``option`` is how errors name the point (the CLI's ``--at``).
     """
     from .compile import compile_trace
     from .initializers import initial_params
@@ -287,13 +324,45 @@ def evaluate(derivation, point: Mapping[Any, Any], lr: float | None = None, digi
         traced = trace(params, data)
     values = {q.name: at[q.name].reshape(q.canonical_shape) for q in g.input_list + g.params}
     values.update({name: np.array(v[0]) for name, v in traced.items()})
-    if lr is not None:
-        values[ETA.name] = np.array(float(lr))
-        for p in g.params:
-            grad = derivation.adjoint(p.name).name
-            if grad in values:
-                values[new_symbol(p.name).name] = values[p.name] - float(lr) * values[grad]
-    return Evaluation(derivation, at, values, None if lr is None else float(lr), digits)
+    optimizer = derivation.optimizer if lr is None else derivation.optimizer.with_lr(float(lr))
+    if not any(s.kind == "update" for s in derivation.steps) or (
+            lr is None and optimizer.is_plain and derivation.schedule is None):
+        return Evaluation(derivation, at, values, None, digits)  # no update, or the seed's rule without eta
+    shown = derivation.with_update(optimizer, first_step=True)
+    update, numbered = first_update(shown, values)
+    return Evaluation(shown, at, {**values, **update}, optimizer.lr, digits, numbered)
+
+
+def first_update(derivation, values: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[Step]]:
+    """The numbers of the optimizer's first update (t = 1, epoch 0, from its initial state) at the gradients
+    in ``values``, and the update steps that hold at t = 1.
+
+    Each quantity the update's steps show is its step evaluated as written (:func:`~symbackprop.optim.follow_rule`);
+    each parameter after the update is the optimizer's own numeric step (``Optimizer.step``, what training
+    computes). The two must agree: a shown rule that computed something else would be a wrong worked example.
+    """
+    g, optimizer = derivation.graph, derivation.optimizer
+    params = [p for p in g.params if p.name in derivation.targets]
+    start = {p.name: values[p.name] for p in params}
+    grads = {p.name: values[derivation.adjoint(p.name).name] for p in params}
+    known = {ETA: optimizer.lr, **{p.symbol: start[p.name] for p in params},
+             **{derivation.adjoint(p.name): grads[p.name] for p in params}}
+    steps = [s for s in derivation.steps if s.kind == "update"]
+    followed = follow_rule(steps, known)
+    with np.errstate(all="ignore"):
+        stepped = optimizer.step(start, grads, optimizer.init_state(start), optimizer.lr)
+    for name, new in stepped.items():
+        followed_new = np.asarray(followed.new[name], dtype=np.float64)
+        finite = np.isfinite(followed_new) & np.isfinite(new)
+        scale = 1e-12 * (np.max(np.abs(start[name]), initial=0.0) + optimizer.lr)
+        if not np.allclose(followed_new[finite], new[finite], rtol=1e-9, atol=scale):
+            raise RuntimeError(f"the shown update of {name} gives {followed_new}, but {optimizer.torch_name}'s "
+                               f"step gives {new}: please report this bug in symbackprop")
+    shown = shown_symbols(steps) | {ETA}  # eta: the last line's numbers use it
+    update = {value_key(symbol): np.asarray(v, dtype=np.float64) for symbol, v in followed.values.items()
+              if symbol in shown and isinstance(symbol, RuleSymbol)}
+    update.update({new_symbol(name).name: new for name, new in stepped.items()})
+    return update, followed.held
 
 
 def evaluation_from_options(derivation, model, source: str | None = None, at=(), sample: int | None = None,
@@ -303,14 +372,18 @@ def evaluation_from_options(derivation, model, source: str | None = None, at=(),
     The point: input values from sample ``sample`` (from 0) of the model's training data (or of the file
     ``data_path``), then the ``--at`` texts (``NAME=VALUE``), which replace them. Parameters not given
     take their init values drawn with the model's ``[train] seed``, as training starts from them. The
-    learning rate: ``lr``, else the model's ``[train] lr``; without either the updates stay symbolic.
+    learning rate: ``lr`` (``--lr``), else the derivation's optimizer's, which is the model's ``[train]
+    lr`` when the table sets it for that optimizer, else torch's default (shown in the settings step);
+    plain SGD without ``--lr`` or a ``[train] lr`` of its own keeps the seed's update symbolic.
     """
     from .data import model_data, sample_count
     from .train import train_settings
     g = derivation.graph
-    settings = train_settings(model.train, g, source)
-    if lr is None and "lr" in (model.train or {}):
-        lr = settings["lr"]
+    table = model.train or {}
+    optimizer = derivation.optimizer.name
+    settings = train_settings(table, g, source, optimizer=optimizer)
+    if lr is None and "lr" in table and table.get("optimizer", "sgd") == optimizer:
+        lr = settings["lr"]  # the table's lr belongs to this optimizer (else train_settings warns it is unused)
     elif lr is not None and not (np.isfinite(lr) and lr > 0):
         raise PointError(f"--lr: the learning rate must be a positive number, got {lr}")
     point: dict[str, Any] = {}

@@ -78,8 +78,32 @@ class Setting:
     symbol: str = ""
 
 
-def _symbol(name: str) -> sp.Symbol:
-    return sp.Symbol(name, real=True)
+class RuleSymbol(sp.Symbol):
+    """A symbol of an update rule: a setting (``beta_1``), a state (``m_{w,t}``), the step count ``t``,
+    the epoch ``e``, the learning rate ``eta``.
+
+    It prints as a symbol of its name, but it is not the model quantity of the same name (a model may
+    have an input ``t`` or a parameter ``alpha``): SymPy tells them apart by class, and a value printer
+    looks its value up under :attr:`value_key`, not under the name.
+    """
+
+    def __new__(cls, name: str):
+        return super().__new__(cls, name, real=True)
+
+    def __getnewargs_ex__(self):
+        return ((self.name,), {})
+
+    @property
+    def value_key(self) -> str:
+        return f"update:{self.name}"
+
+
+def _symbol(name: str) -> RuleSymbol:
+    return RuleSymbol(name)
+
+
+#: the learning rate, the step count t (1 at the first update) and the epoch e (0 in the first epoch)
+ETA, STEP, EPOCH = _symbol("eta"), _symbol("t"), _symbol("e")
 
 
 def indexed(base: str, quantity: str | None, index: str) -> sp.Symbol:
@@ -355,7 +379,7 @@ class Adam(Optimizer):
 
     def rule(self, param, symbol, gradient):
         r, h = _Rule(param, symbol, gradient, self.symbols()), self.symbols()
-        t = _symbol("t")
+        t = STEP
         r.start("m", "v", *["vmax"] * self["amsgrad"])
         g = r.decayed_gradient(self["weight_decay"] if not self.decoupled else 0)
         m = r.average("m", h["betas[0]"], g)
@@ -422,7 +446,7 @@ class StepLR(Schedule):
 
     def formula(self, base, epoch):
         h = self.symbols()
-        return base * h["gamma"] ** sp.floor(epoch / h["step_size"])
+        return sp.Mul(base, h["gamma"] ** sp.floor(epoch / h["step_size"]), evaluate=False)  # eta_0 first, as written
 
 
 class ExponentialLR(Schedule):
@@ -437,7 +461,7 @@ class ExponentialLR(Schedule):
         return lr * gamma
 
     def formula(self, base, epoch):
-        return base * self.symbols()["gamma"] ** epoch
+        return sp.Mul(base, self.symbols()["gamma"] ** epoch, evaluate=False)  # eta_0 first, as written
 
 
 class CosineAnnealingLR(Schedule):
@@ -481,21 +505,23 @@ def make_schedule(name: str | None, where: dict[str, str] | None = None, **setti
 
 # ---- the update rule as derivation steps ---------------------------------------------------------------
 def update_steps(optimizer: Optimizer, params: list[tuple[str, sp.Symbol, sp.Expr]],
-                 schedule: Schedule | None = None) -> list[Step]:
+                 schedule: Schedule | None = None, first_step: bool = False) -> list[Step]:
     """The update of each ``(name, symbol, gradient)`` as steps, after a step giving the settings' values
     (``(eta, beta_1, beta_2, epsilon) = (0.001, 0.9, 0.999, 1e-8)``) and, with a schedule, the learning
     rate of epoch e (``eta = eta_0 gamma^e``). Plain SGD at a constant rate is the seed's
-    ``w^(new) = w^(old) - eta dL/dw`` alone."""
+    ``w^(new) = w^(old) - eta dL/dw`` alone.
+
+    ``first_step`` adds, after the settings, the step count and epoch of the optimizer's first update
+    (``(t, e) = (1, 0)``): the derivation is then shown with that update's numbers (see :func:`follow_rule`).
+    """
     steps: list[Step] = []
     if schedule is not None:
-        steps.append(Step("update", Math(_symbol("eta")), (Math(schedule.formula(_symbol("eta_0"), _symbol("e"))),)))
+        steps.append(Step("update", Math(ETA), (Math(schedule.formula(_symbol("eta_0"), EPOCH)),)))
     for name, symbol, gradient in params:
         steps += optimizer.rule(name, symbol, gradient)
     if optimizer.is_plain and schedule is None:
         return steps
-    shown = [f.expr if isinstance(f, Math) else f.gradient for s in steps for f in (s.lhs, *s.forms)
-             if isinstance(f, (Math, UpdateRule))]
-    used = set().union(*[e.free_symbols for e in shown])
+    used = shown_symbols(steps)
     values = []
     for owner in (optimizer, schedule):
         for key, symbol in (owner.symbols().items() if owner is not None else ()):
@@ -504,8 +530,100 @@ def update_steps(optimizer: Optimizer, params: list[tuple[str, sp.Symbol, sp.Exp
             if symbol in used or key == "lr":
                 value = owner.value_of(key)
                 values.append((symbol, sp.Integer(value) if isinstance(value, int) else sp.Float(value)))
-    lhs, rhs = (sp.Tuple(*parts) if len(values) > 1 else parts[0] for parts in zip(*values))
-    return [Step("update", Math(lhs), (Math(rhs),))] + steps
+    counter = [(STEP, sp.Integer(1))] * (not optimizer.is_plain) + [(EPOCH, sp.Integer(0))] * (schedule is not None)
+    firsts = [values, counter] if first_step else [values]
+    return [Step("update", *_assignment(pairs)) for pairs in firsts] + steps
+
+
+def shown_symbols(steps: list[Step]) -> set[sp.Symbol]:
+    """Every symbol the steps write (in their left-hand sides, forms and update directions)."""
+    shown = [f.expr if isinstance(f, Math) else f.gradient for s in steps for f in (s.lhs, *s.forms)
+             if isinstance(f, (Math, UpdateRule))]
+    return set().union(*[e.free_symbols for e in shown])
+
+
+def _assignment(pairs: list[tuple[sp.Symbol, sp.Expr]]) -> tuple[Math, tuple[Math]]:
+    """``(a, b) = (1, 2)`` (or ``a = 1`` for one pair) as a step's left-hand side and form."""
+    lhs, rhs = (sp.Tuple(*parts) if len(pairs) > 1 else parts[0] for parts in zip(*pairs))
+    return Math(lhs), (Math(rhs),)
+
+
+# ---- the update rule evaluated as written -------------------------------------------------------------
+@dataclass
+class FollowedRule:
+    """The update steps evaluated at one step: what :func:`follow_rule` returns."""
+
+    #: every symbol the steps define or use, with its value: settings, eta, t, e and each state
+    #: ``X_{w,t}`` (at t = 1 also as ``X_{w,1}``; its value one step before as ``X_{w,t-1}``)
+    values: dict[sp.Symbol, Any]
+    #: each parameter's value after the update, by name
+    new: dict[str, Any]
+    #: the steps that hold at this step; at t = 1 a general step ``b_{w,t} = mu b_{w,t-1} + ...`` does
+    #: not (SGD's buffer starts as ``b_{w,1} = g_{w,1}``), and after t = 1 the start ``X_{w,0} = 0`` does not
+    held: list[Step]
+
+
+def _time_index(symbol: sp.Basic) -> tuple[str, str] | None:
+    """``("m_w", "t-1")`` for the state symbol m_{w,t-1}; None for a symbol without a time index."""
+    if not isinstance(symbol, RuleSymbol) or "," not in symbol.name:
+        return None
+    base, index = symbol.name.rsplit(",", 1)
+    return base, index
+
+
+def numeric_value(expr: sp.Expr, env: dict[sp.Symbol, Any]) -> Any:
+    """``expr`` evaluated with NumPy (elementwise on arrays) at the values ``env`` gives its symbols."""
+    symbols = sorted(expr.free_symbols, key=lambda s: (s.name, type(s).__name__))
+    missing = [s.name for s in symbols if s not in env]
+    if missing:
+        raise ValueError(f"{expr} needs a value for {', '.join(missing)}")
+    function = sp.lambdify(symbols, expr, modules="numpy", dummify=True)
+    with np.errstate(all="ignore"):  # a value that overflows is shown as it is (inf), as training computes it
+        return function(*(env[s] for s in symbols))
+
+
+def follow_rule(steps: list[Step], known: dict[sp.Symbol, Any], t: int = 1, epoch: int = 0,
+                previous: dict[sp.Symbol, Any] | None = None) -> FollowedRule:
+    """The update steps (of :func:`update_steps`) evaluated in order, as written, at step ``t`` of epoch
+    ``epoch``: the numbers a worked example shows, from the displayed rule itself.
+
+    ``known`` gives each parameter's symbol and gradient symbol a value (and ``eta`` for plain SGD,
+    whose rule shows no settings); ``previous`` is the :attr:`FollowedRule.values` of step t - 1 (none at
+    t = 1: each state starts from its ``X_{w,0}`` step, or at ``X_{w,1}``). A step that needs a value
+    nothing gives raises ValueError: the shown rule would not say how to compute it.
+    """
+    env: dict[sp.Symbol, Any] = {**known, STEP: t, EPOCH: epoch}
+    for symbol, value in (previous or {}).items():
+        where = _time_index(symbol)
+        if where is not None and where[1] == "t":
+            env[_symbol(f"{where[0]},t-1")] = value
+    new: dict[str, Any] = {}
+    held: list[Step] = []
+    for step in steps:
+        if isinstance(step.lhs, NewValue):
+            rule = step.forms[0]
+            new[step.subject] = numeric_value(rule.param - ETA * rule.gradient, env)
+            held.append(step)
+            continue
+        lhs, rhs = step.lhs.expr, step.forms[0].expr
+        holds = True
+        for target, value in (zip(lhs, rhs) if isinstance(lhs, sp.Tuple) else [(lhs, rhs)]):
+            base, index = _time_index(target) or (None, None)
+            if target in (STEP, EPOCH):  # the step count shown: it holds at that step only
+                holds &= env[target] == value
+            elif index == "0":  # a state's start: X_{w,t-1} at the first step
+                holds &= t == 1
+                if t == 1:
+                    env[target] = env[_symbol(f"{base},t-1")] = numeric_value(value, env)
+            elif index == "1" and t > 1 or index == "t" and target in env:  # the start replaces the rule at t = 1
+                holds = False
+            else:
+                env[target] = numeric_value(value, env)
+                if index is not None and t == 1:  # at t = 1, X_{w,1} and X_{w,t} are one value
+                    env[_symbol(f"{base},1")] = env[_symbol(f"{base},t")] = env[target]
+        if holds:
+            held.append(step)
+    return FollowedRule(env, new, held)
 
 
 # ---- the same update in a generated module -------------------------------------------------------------

@@ -153,8 +153,9 @@ class Renderer:
         return f"{text.doprint(written)} is computed as {text.doprint(computed)}"
 
     def notices(self) -> list[str]:
-        """Plain-text lines about what is not shown (an expanded form over its limit)."""
-        return [self.notice] if self.notice else []
+        """Plain-text lines about what is not shown (an expanded form over its limit, an update step without
+        numbers)."""
+        return ([self.notice] if self.notice else []) + (self.evaluation.notices() if self.evaluation else [])
 
     def render(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError

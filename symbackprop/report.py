@@ -210,8 +210,11 @@ def build_report(derivation, source: str | None = None, evaluation=None, verify_
                 ("code", "Generated code"), ("verify", "Verification")] + ([("training", "Training")] if training else [])
     point = ""
     if evaluation is not None:
+        optimizer = derivation.optimizer
+        update = "one update" if optimizer.is_plain and derivation.schedule is None else \
+            f"the first update of {optimizer.torch_name} (t = 1, from its initial state)"
         point = ("<p>Evaluated at one sample: the forward pass, then every step of the backward pass with its "
-                 "numbers" + (f", and one update with \u03b7 = {evaluation.lr:g}" if evaluation.lr else "") + ".</p>")
+                 "numbers" + (f", and {update} with \u03b7 = {evaluation.lr:g}" if evaluation.lr else "") + ".</p>")
     body = [f'<p class="small">{html.escape(GENERATOR)}' + (f" from {html.escape(source)}" if source else "") + "</p>",
             "<nav>" + "".join(f'<a href="#{k}">{t}</a>' for k, t in sections) + "</nav>",
             '<h2 id="model">Model</h2>', model_table(g, renderer),

@@ -3,7 +3,7 @@
 A derivation evaluated at a point shows every step with numbers: ``dL/da = a - y = 0.679178699 - 1``.
 The form with numbers is the symbolic form itself, printed by a subclass of the LaTeX, MathML or text
 printer of :mod:`symbackprop.printing` whose ``_print_Symbol`` prints the value (``values`` maps a
-symbol's name, ``"a"`` or ``"dL/da"``, to its value). Everything else (order, brackets, fractions,
+symbol's name, ``"a"`` or ``"dL/da"``, or its :func:`value_key`, to its value). Everything else (order, brackets, fractions,
 functions) is the network printer's, so the numbers stand exactly where the symbols stood.
 
 All formats format a number the same way (:func:`number_parts`: ``digits`` significant digits), so
@@ -25,6 +25,12 @@ from .tensor import Shape
 DIGITS = 9
 #: rows or columns shown in full; longer sides show HEAD of them, an ellipsis, and TAIL
 SHOWN, HEAD, TAIL = 6, 3, 2
+
+
+def value_key(symbol: sp.Symbol) -> str:
+    """The key of a symbol's value in ``values``: its name, or the ``value_key`` of a symbol that may share
+    its name with another one (an update rule's ``t`` or ``alpha``: :class:`symbackprop.optim.RuleSymbol`)."""
+    return getattr(symbol, "value_key", symbol.name)
 
 
 def number_parts(x: float, digits: int = DIGITS) -> tuple[bool, str, int | None]:
@@ -62,25 +68,25 @@ class _Values:
         self.digits = digits
 
     def has_value(self, expr: sp.Expr) -> bool:
-        return all(s.name in self.values for s in expr.free_symbols)
+        return all(value_key(s) in self.values for s in expr.free_symbols)
 
     def is_negative(self, expr: sp.Expr) -> bool:
         """A symbol whose value is a negative scalar: bracketed when it is a factor."""
-        if not (expr.is_Symbol and expr.name in self.values):
+        if not (expr.is_Symbol and value_key(expr) in self.values):
             return False
-        value = np.asarray(self.values[expr.name])
+        value = np.asarray(self.values[value_key(expr)])
         return value.ndim == 0 and number_parts(value, self.digits)[0]
 
-    def value_of(self, name: str) -> np.ndarray:
-        return np.asarray(self.values[name], dtype=np.float64)
+    def value_of(self, key: str) -> np.ndarray:
+        return np.asarray(self.values[key], dtype=np.float64)
 
     def _print_Adjoint(self, expr):
-        return self._print_Symbol(expr) if expr.name in self.values else super()._print_Adjoint(expr)
+        return self._print_Symbol(expr) if value_key(expr) in self.values else super()._print_Adjoint(expr)
 
     def doprint(self, expr, *args, **kwargs):
         """A symbol alone prints as its value without brackets; anything else as the network printer does."""
-        if isinstance(expr, sp.Symbol) and expr.name in self.values:
-            return self.value_text(expr.name)
+        if isinstance(expr, sp.Symbol) and value_key(expr) in self.values:
+            return self.value_text(value_key(expr))
         return super().doprint(expr, *args, **kwargs)
 
 
@@ -99,8 +105,8 @@ class ValueLatexPrinter(_Values, NetworkLatexPrinter):
         text = mantissa if exponent is None else rf"{mantissa} \times 10^{{{exponent}}}"
         return "-" + text if negative else text
 
-    def value_text(self, name: str) -> str:
-        value = self.value_of(name)
+    def value_text(self, key: str) -> str:
+        value = self.value_of(key)
         if value.ndim == 0:
             return self.number(value)
         grid = as_grid(value)
@@ -115,9 +121,9 @@ class ValueLatexPrinter(_Values, NetworkLatexPrinter):
         return r"\begin{bmatrix}" + r" \\ ".join(lines) + r"\end{bmatrix}"
 
     def _print_Symbol(self, expr, style="plain"):
-        if expr.name not in self.values:
+        if value_key(expr) not in self.values:
             return super()._print_Symbol(expr, style)
-        text = self.value_text(expr.name)
+        text = self.value_text(value_key(expr))
         return rf"\left({text}\right)" if self.is_negative(expr) else text
 
 
@@ -136,8 +142,8 @@ class ValueTextPrinter(_Values, NetworkTextPrinter):
         text = mantissa if exponent is None else f"{mantissa}e{exponent:+03d}"
         return "-" + text if negative else text
 
-    def value_text(self, name: str) -> str:
-        value = self.value_of(name)
+    def value_text(self, key: str) -> str:
+        value = self.value_of(key)
         if value.ndim == 0:
             return self.number(value)
         row = lambda v: "[" + ", ".join("..." if j is None else self.number(v[j]) for j in shown(len(v))) + "]"
@@ -146,9 +152,9 @@ class ValueTextPrinter(_Values, NetworkTextPrinter):
         return "[" + ", ".join("..." if i is None else row(value[i]) for i in shown(value.shape[0])) + "]"
 
     def _print_Symbol(self, expr):
-        if expr.name not in self.values:
+        if value_key(expr) not in self.values:
             return super()._print_Symbol(expr)
-        text = self.value_text(expr.name)
+        text = self.value_text(value_key(expr))
         return f"({text})" if self.is_negative(expr) else text
 
 
@@ -174,8 +180,8 @@ class ValueMathMLPrinter(_Values, NetworkMathMLPrinter):
         return self.row(self.op("\u2212"), self.element("mn", text=str(-n))) if n < 0 else \
             self.element("mn", text=str(n))
 
-    def value_element(self, name: str):
-        value = self.value_of(name)
+    def value_element(self, key: str):
+        value = self.value_of(key)
         if value.ndim == 0:
             return self.number(value)
         grid = as_grid(value)
@@ -192,12 +198,12 @@ class ValueMathMLPrinter(_Values, NetworkMathMLPrinter):
             table.appendChild(tr)
         return self.row(self.op("["), table, self.op("]"))
 
-    def value_text(self, name: str) -> str:
+    def value_text(self, key: str) -> str:
         """The markup, non-ASCII characters as character references (as SymPy's ``doprint`` writes them)."""
-        return self.value_element(name).toxml().encode("ascii", "xmlcharrefreplace").decode()
+        return self.value_element(key).toxml().encode("ascii", "xmlcharrefreplace").decode()
 
     def _print_Symbol(self, expr, style="plain"):
-        if expr.name not in self.values:
+        if value_key(expr) not in self.values:
             return super()._print_Symbol(expr, style)
-        e = self.value_element(expr.name)
+        e = self.value_element(value_key(expr))
         return self.bracketed(e) if self.is_negative(expr) else e

@@ -151,12 +151,22 @@ MAZUR_POINT = {"x": [0.05, 0.10], "y": [0.01, 0.99], "W1": [[0.15, 0.20], [0.25,
                "W2": [[0.40, 0.45], [0.50, 0.55]], "b2": 0.60}
 
 
-@pytest.mark.parametrize("case", ["seed", "mazur", "tiny and huge"])
+@pytest.mark.parametrize("case", ["seed", "mazur", "tiny and huge", "seed adam", "mazur sgd nesterov step",
+                                  "mazur rmsprop centered cosine"])
 def test_every_format_prints_the_same_numbers(case):
+    from symbackprop.optim import make_optimizer, make_schedule
     if case == "seed":
         ev = derive(seed_graph()).at(SEED_POINT, lr=2.0)
     elif case == "mazur":
         ev = derive(mazur_graph()).at(MAZUR_POINT, lr=0.5)
+    elif case == "seed adam":  # the first update of each optimizer: settings, state, bias correction
+        ev = derive(seed_graph(), optimizer=make_optimizer("adam", amsgrad=True, weight_decay=0.1)).at(SEED_POINT)
+    elif case == "mazur sgd nesterov step":
+        ev = derive(mazur_graph(), optimizer=make_optimizer("sgd", momentum=0.9, nesterov=True, weight_decay=0.01),
+                    schedule=make_schedule("step", step_size=2)).at(MAZUR_POINT, lr=0.5)
+    elif case == "mazur rmsprop centered cosine":
+        ev = derive(mazur_graph(), optimizer=make_optimizer("rmsprop", centered=True, momentum=0.5),
+                    schedule=make_schedule("cosine", T_max=5)).at(MAZUR_POINT)
     else:  # exponents: 3e-12 and 4.5e+20 in every format
         ev = derive(seed_graph()).at({"x": 3e-12, "y": 4.5e20, "w": 1e-3, "b": -2.5e-7}, lr=0.1)
     reference = numeric_parts("text", ev)

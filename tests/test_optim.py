@@ -2,7 +2,6 @@
 rule the derivation shows computes what the numeric update computes."""
 import numpy as np
 import pytest
-import sympy as sp
 
 from conftest import ROOT
 from symbackprop.data import model_data
@@ -10,9 +9,9 @@ from symbackprop.derive import derive
 from symbackprop.graph import ModelError, UserError
 from symbackprop.initializers import initial_params
 from symbackprop.modelfile import load_model, parse_model
-from symbackprop.optim import (OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, module_source,
-                               update_steps)
-from symbackprop.steps import Adjoint, Math, NewValue, UpdateRule
+from symbackprop.optim import (ETA, OPTIMIZERS, SCHEDULES, follow_rule, make_optimizer, make_schedule,
+                               module_source, update_steps)
+from symbackprop.steps import Adjoint, NewValue, UpdateRule
 from symbackprop.train import load_checkpoint, train, train_settings
 
 torch = pytest.importorskip("torch")
@@ -247,36 +246,18 @@ def scalar_graph():
     return parse_model('[inputs]\nx = {}\n[params]\nw = { init = 0.3 }\n[loss]\nL = "(w*x - 1)**2"\n', "s.toml").graph
 
 
-def follow_rule(steps, gradients, optimizer, w, w_symbol):
-    """The shown steps of one scalar parameter evaluated as written, one gradient after another.
-
-    ``X_{w,0} = 0`` starts a state, ``b_{w,1} = g_{w,1}`` replaces the general rule at t = 1, ``X_{w,t-1}``
-    is the value ``X_{w,t}`` had one step before, and ``w^(new) = w^(old) - eta * direction`` moves w.
-    """
-    sym = lambda name: sp.Symbol(name, real=True)
-    hyper = {symbol: optimizer.value_of(key) for key, symbol in optimizer.symbols().items()}
-    first_only = {s.lhs.expr.name.rsplit(",", 1)[0] for s in steps
-                  if isinstance(s.lhs, Math) and s.lhs.expr.is_Symbol and s.lhs.expr.name.endswith(",1")}
-    previous = {}
+def follow_shown_rule(steps, gradients, w, graph, lrs=None):
+    """The shown steps of one scalar parameter evaluated as written (``follow_rule``), one gradient after
+    another, step t in epoch t - 1; ``lrs`` the rate of each epoch for plain SGD, whose rule shows none."""
+    previous = None
     for t, g in enumerate(gradients, 1):
-        env = {**hyper, sym("t"): t, w_symbol: w, Adjoint("L", "w"): g}
-        env.update({sym(f"{base},t-1"): v for base, v in previous.items()})
-        for s in steps:
-            if isinstance(s.lhs, NewValue):
-                w = float(w - optimizer.lr * s.forms[0].gradient.xreplace(env))
-                continue
-            lhs, value = s.lhs.expr, s.forms[0].expr
-            for target, v in (zip(lhs, value) if isinstance(lhs, sp.Tuple) else [(lhs, value)]):
-                base, index = target.name.rsplit(",", 1)
-                if index == "0" and t == 1:
-                    env[sym(f"{base},t-1")] = float(v)
-                elif index == "1" and t == 1:
-                    env[sym(f"{base},t")] = float(v.xreplace(
-                        {x: env[sym(x.name.rsplit(",", 1)[0] + ",t")] for x in v.free_symbols}))
-                elif index == "t" and not (t == 1 and base in first_only):
-                    env[target] = float(v.xreplace(env))
-        previous = {k.name.rsplit(",", 1)[0]: v for k, v in env.items() if k.is_Symbol and k.name.endswith(",t")}
+        known = {graph.symbol("w"): w, Adjoint("L", "w"): g, ETA: lrs[t - 1] if lrs else None}
+        followed = follow_rule(steps, known, t=t, epoch=t - 1, previous=previous)
+        w, previous = followed.new["w"], followed.values
     return w
+
+
+GRADIENTS = [0.7, -0.2, 1.3, 0.05, -0.9, 0.4]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
@@ -284,12 +265,37 @@ def test_the_shown_update_rule_computes_what_the_numeric_update_computes(variant
     name, settings = variant
     optimizer = make_optimizer(name, lr=LR[name], **settings)
     graph = scalar_graph()
-    steps = [s for s in derive(graph, optimizer=optimizer).steps if s.kind == "update" and s.subject == "w"]
-    gradients = [0.7, -0.2, 1.3, 0.05, -0.9, 0.4]
+    steps = [s for s in derive(graph, optimizer=optimizer).steps if s.kind == "update"]
     w, state = np.float64(0.3), {}
-    for g in gradients:
+    for g in GRADIENTS:
         w = optimizer.update(w, np.float64(g), state, optimizer.lr, **optimizer.hyper())
-    assert follow_rule(steps, gradients, optimizer, 0.3, graph.symbol("w")) == pytest.approx(float(w), rel=1e-12)
+    lrs = [optimizer.lr] * len(GRADIENTS)
+    assert follow_shown_rule(steps, GRADIENTS, 0.3, graph, lrs) == pytest.approx(float(w), rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [("step", {"step_size": 2, "gamma": 0.5}), ("exponential", {"gamma": 0.8}),
+                                      ("cosine", {"T_max": 3, "eta_min": 0.001})], ids=lambda s: s[0])
+@pytest.mark.parametrize("variant", [("sgd", {}), ("sgd", {"momentum": 0.9}), ("adam", {"amsgrad": True})], ids=ids)
+def test_the_shown_rule_with_a_schedule_computes_what_training_computes_epoch_by_epoch(variant, schedule):
+    """One step per epoch: the shown eta of epoch e (a closed formula) is the rate torch's recursion gives."""
+    name, settings = variant
+    optimizer, chosen = make_optimizer(name, lr=LR[name], **settings), make_schedule(schedule[0], **schedule[1])
+    graph = scalar_graph()
+    steps = [s for s in derive(graph, optimizer=optimizer, schedule=chosen).steps if s.kind == "update"]
+    w, state, lr, lrs = np.float64(0.3), {}, optimizer.lr, []
+    for epoch, g in enumerate(GRADIENTS, 1):
+        lrs.append(lr)
+        w = optimizer.update(w, np.float64(g), state, lr, **optimizer.hyper())
+        lr = chosen.advance(lr, epoch, optimizer.lr)
+    assert len(set(lrs)) > 1  # the rate really moved
+    assert follow_shown_rule(steps, GRADIENTS, 0.3, graph) == pytest.approx(float(w), rel=1e-12)
+
+
+def test_following_a_rule_that_needs_a_value_nothing_gives_is_an_error():
+    graph = scalar_graph()
+    steps = [s for s in derive(graph, optimizer=make_optimizer("sgd", momentum=0.9)).steps if s.kind == "update"]
+    with pytest.raises(ValueError, match="dL/dw"):
+        follow_rule(steps, {graph.symbol("w"): 0.3})
 
 
 def text_steps(optimizer, schedule=None):
