@@ -181,13 +181,18 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             code = self.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
         return code
 
-    def zeros(self, expr) -> Code:
-        """Zeros in ``expr``'s shape, with the batch axis if it varies over the batch (``np.zeros((N, 3))``):
-        for a product that SymPy folds to 0 although its operands have shapes (``0 @ W``, ``s @ 0``)."""
+    def constant(self, expr, value) -> Code:
+        """The number ``value`` in ``expr``'s shape, with the batch axis if ``expr`` varies over the batch
+        (``np.zeros((N, 3))``, ``np.full((N,), 1)``): for a product that SymPy folds to a number although its
+        operands have shapes or vary (``0 @ W``, ``s @ 0``, ``exp(-u) @ exp(u)``)."""
         shape = self.shape(expr)
-        if not self.batched(expr):
-            return self.call("np.zeros", repr(shape)) if shape else Code("0")
-        return self.call("np.zeros", "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")")
+        if self.batched(expr):
+            shape_text = "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
+        elif shape:
+            shape_text = repr(shape)
+        else:
+            return self._print(value)
+        return self.call("np.zeros", shape_text) if value == 0 else self.call("np.full", shape_text, self._print(value))
 
     def join_terms(self, terms: list, show) -> Code:
         """``t1 + t2 - t3``: the first term as ``show`` prints it, each later one with its sign taken out."""
@@ -289,7 +294,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         sa, sb = self.shape(a), self.shape(b)
         if sa == () or sb == ():  # a 1 x 1 factor: the product is a scaling
             scaled = sp.Mul(a, b)
-            return self.zeros(expr) if scaled.is_zero else self._print(scaled)
+            return self.constant(expr, scaled) if scaled.is_number else self._print(scaled)
         ba, bb = self.batched(a), self.batched(b)
         if len(sa) == 2 and len(sb) == 2:  # matrix times matrix: NumPy's @ broadcasts over the batch
             return self.binary(self._print(a), "@", self._print(b))

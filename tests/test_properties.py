@@ -187,3 +187,11 @@ def test_the_gradient_of_the_absolute_value_of_a_square_root_runs():
     assert_matches_reference_and_torch(spec_of(
         [("input", "x", (2,)), ("param", "w", ()), ("input", "y", ())],
         [("h", "abs(sqrt(sum(x*x)*w**2 + 1))")], "(h - y)**2/2"))
+
+
+def test_a_matrix_product_that_folds_to_a_number_keeps_its_batch_axis():
+    """Bug 17: ``exp(-tanh(s)) @ exp(tanh(s))`` (1 for every sample) printed as the number 1 (found by the
+    long profile's shape checks, as bug 14 was for 0): np.full((N,), 1) now."""
+    assert_matches_reference_and_torch(spec_of(
+        [("input", "s", ()), ("param", "w", ()), ("input", "y", ())],
+        [("h", "matmul(exp(-tanh(s)), exp(tanh(s)))")], "(w*h - y)**2/2"))
