@@ -15,7 +15,7 @@ brackets an operand whose precedence is lower than its slot needs, and every pla
 product, a matrix product or a power, or appends an index or ``.T``, goes through it
 (:meth:`~NumPyBatchPrinter.binary`, :meth:`~NumPyBatchPrinter.postfix`, :meth:`~NumPyBatchPrinter.negate`).
 Appending ``[:, None]`` to text whose last atom is not the whole operand (``t0**(3/2)[:, None]``,
-``2*t0 - 2*y[:, :, None]``) was the cause of bugs 9, 10 and 12-14 in docs/testing.md.
+``2*t0 - 2*y[:, :, None]``) caused bugs 12 and 13 in docs/testing.md (bugs 9 and 10 were precedence too).
 
 One ``_print_<Type>`` method per expression type, as in SymPy's printers.
 """
