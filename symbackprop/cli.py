@@ -234,7 +234,11 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
               help="Also write this optimizer's update (with the model's [train] settings and schedule): "
                    "init_state, step(params, grads, state) and train(params, data, epochs), so the module "
                    "trains as symbackprop train does, without symbackprop.")
-def codegen(model, output, force, optimizer):
+@click.option("--check-shapes/--no-check-shapes", default=None,
+              help="After every assignment, check the array's shape against the derivation's and stop at the "
+                   "first that differs, naming the line and both shapes (for testing; default: on when the "
+                   "environment variable SYMBACKPROP_CHECK_SHAPES=1).")
+def codegen(model, output, force, optimizer, check_shapes):
     """Write the loss and gradients of MODEL as a standalone Python module that needs only NumPy.
 
     The module defines loss_and_grad(params, data) -> (mean loss, grads) and forward(params, data);
@@ -246,7 +250,7 @@ def codegen(model, output, force, optimizer):
     path = Path(output)
     with user_errors():
         m = load(model)
-        source = generate_module(derive_gradients(m.graph).program(), source=model)
+        source = generate_module(derive_gradients(m.graph).program(), source=model, check_shapes=check_shapes)
         if optimizer is not None:
             source += "\n\n" + module_source(*update_rule(m, optimizer))
         check_writable(path, "-o")

@@ -4,9 +4,18 @@ The module follows the contract of DESIGN.md: ``loss_and_grad(params, data) -> (
 leading batch axis on every input, the mean loss over the batch, and one gradient per parameter in the
 parameter's shape; ``forward(params, data)`` returns every node's value. Each backward line is
 preceded by the chain-rule step it computes.
+
+Both functions first check their arguments against the declared shapes (``_arrays``: a missing or unknown
+name, a wrong shape or a missing batch axis is a ``ValueError`` naming the array, its shape and the shape
+expected; one check per array, whatever N is). In the shape-checked mode (``check_shapes=True``, default
+from the environment variable ``SYMBACKPROP_CHECK_SHAPES=1``, which the test suite sets) every assignment
+is followed by ``_check_shape``, which stops at the first array whose shape is not the one the derivation
+inferred, naming the line, the variable and both shapes: a wrong broadcast fails where it happens instead
+of producing numbers.
 """
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -18,6 +27,83 @@ from .codeprint import HELPERS, NumPyBatchPrinter
 from .functions import Elementwise
 from .program import Program, batch_mean
 from .steps import Adjoint
+
+
+#: Environment variable giving the default of ``check_shapes`` (``1`` turns the shape-checked mode on).
+CHECK_SHAPES_VARIABLE = "SYMBACKPROP_CHECK_SHAPES"
+
+
+def shape_checks_default() -> bool:
+    """Whether generated code checks every assignment's shape unless told otherwise (the test suite sets it)."""
+    return os.environ.get(CHECK_SHAPES_VARIABLE, "0").strip() not in ("", "0")
+
+
+#: The helpers generated code always has. (No comprehensions: symbackprop.distributed tells an unedited
+#: module by comparing its functions' code objects, and those of comprehensions never compare equal.)
+ARRAYS_HELPER = '''\
+def _arrays(params, data):
+    """The parameters and inputs as float64 arrays, and N, checked against PARAMS and INPUTS.
+
+    A missing or unknown name, a shape other than the declared one, an input without its leading batch
+    axis, or inputs with different numbers of samples raise ValueError naming the array, the shape it has
+    and the shape expected. One check per array, whatever the batch size.
+    """
+    arrays = {}
+    for given, declared, kind in ((params, PARAMS, "parameter"), (data, INPUTS, "input")):
+        if not isinstance(given, Mapping):
+            raise ValueError(f"the {kind}s must be a dict from name to array, got {type(given).__name__}")
+        if given.keys() != declared.keys():
+            _name_error(given, declared, kind)
+        for name, shape in declared.items():
+            try:
+                arrays[name] = value = np.asarray(given[name], dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{kind} {name!r} is not an array of numbers ({e})") from None
+            if kind == "parameter" and value.shape != shape:
+                raise ValueError(f"parameter {name!r} has shape {value.shape}, expected {shape}")
+            if kind == "input" and (value.ndim != len(shape) + 1 or value.shape[1:] != shape):
+                raise ValueError(f"input {name!r} has shape {value.shape}, expected {_batch_shape(shape)}: "
+                                 f"N samples along a leading batch axis, each of shape {shape}")
+    N, first = None, None
+    for name in INPUTS:
+        n = arrays[name].shape[0]
+        if N is None:
+            N, first = n, name
+        elif n != N:
+            raise ValueError(f"input {name!r} has {n} samples but input {first!r} has {N} (the inputs of one "
+                             "batch need the same number of samples N)")
+    if N == 0:
+        raise ValueError(f"input {first!r} has no samples (N = 0)")
+    return arrays, 1 if N is None else N
+
+
+def _name_error(given, declared, kind):
+    for name in given:
+        if name not in declared:
+            raise ValueError(f"unknown {kind} {name!r} (the model's {kind}s: {', '.join(declared) or 'none'})")
+    for name, shape in declared.items():
+        if name not in given:
+            expected = shape if kind == "parameter" else _batch_shape(shape)
+            raise ValueError(f"{kind} {name!r} is missing (expected an array of shape {expected})")
+
+
+def _batch_shape(shape):
+    return "(N, " + ", ".join(map(str, shape)) + ")" if shape else "(N,)"
+'''
+
+CHECK_SHAPE_HELPER = '''\
+def _check_shape(name, value, shape, N=None):
+    """Shape-checked mode: the array just assigned must have the shape the derivation inferred for it,
+    (N, *shape) for a value per sample. Otherwise stop, naming the line, the variable and both shapes."""
+    expected = shape if N is None else (N, *shape)
+    if np.shape(value) != expected:
+        caller = sys._getframe(1)
+        line = caller.f_lineno - 1
+        text = linecache.getline(caller.f_code.co_filename, line).strip()
+        inferred = str(shape) if N is None else f"{_batch_shape(shape)} with N = {N}"
+        raise AssertionError(f"shape check failed at line {line} of {caller.f_code.co_filename} ({text}): "
+                             f"{name} has shape {np.shape(value)}, but the derivation inferred {inferred}")
+'''
 
 
 def variable_names(program: Program) -> dict[sp.Symbol, str]:
@@ -53,9 +139,13 @@ def _comment(text: str, indent: str) -> list[str]:
 class ModuleWriter:
     """Assembles the module's source from a program."""
 
-    def __init__(self, program: Program, source: str | None = None):
+    def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False):
         self.program = program
         self.source = source
+        self.check_shapes = check_shapes
+        canonical = {q.name: q.canonical_shape for q in program.params + program.inputs}
+        #: the shape of every symbol the code assigns (a gradient's is its parameter's)
+        self.shapes = {**program.shapes, **{sym: canonical[name] for name, sym in program.gradients.items()}}
         self.names = variable_names(program)
         self.printer = NumPyBatchPrinter(program.shapes, program.batched, self.names)
         self.indent = "    "
@@ -63,12 +153,20 @@ class ModuleWriter:
     def assign(self, a) -> list[str]:
         target = self.names[a.target]
         if isinstance(a.expr, batch_mean) and a.expr.args[0] == 0:
-            shape = self.program.shapes[a.target]
+            shape = self.shapes[a.target]
             rhs = f"np.zeros({shape!r})" if shape else "0.0"
         else:
             rhs = self.printer.doprint(a.expr)
         lines = _comment(a.comment, self.indent) if a.comment else []
-        return lines + [f"{self.indent}{target} = {rhs}"]
+        return lines + [f"{self.indent}{target} = {rhs}"] + self.shape_check(
+            target, self.shapes[a.target], a.target in self.program.batched)
+
+    def shape_check(self, name: str, shape: tuple, batched: bool) -> list[str]:
+        """In the shape-checked mode, the line that checks the array just assigned to ``name``: ``shape``,
+        after the batch axis if ``batched``."""
+        if not self.check_shapes:
+            return []
+        return [f'{self.indent}_check_shape("{name}", {name}, {shape!r}{", N" if batched else ""})']
 
     def unpack(self) -> list[str]:
         """Parameters and inputs as float64 arrays, reshaped where the code computes with another shape.
@@ -77,16 +175,13 @@ class ModuleWriter:
         scalar (see :func:`symbackprop.tensor.canonical_shape`); the gradients go back to the declared shapes.
         """
         i = self.indent
-        lines = []
+        lines = [f"{i}arrays, N = _arrays(params, data)"]
         for q in self.program.params + self.program.inputs:
-            source = "params" if q.kind == "param" else "data"
-            value = f'np.asarray({source}["{q.name}"], dtype=np.float64)'
+            value = f'arrays["{q.name}"]'
             if q.canonical_shape != q.shape:
                 shape = q.canonical_shape if q.kind == "param" else (-1, *q.canonical_shape)
                 value += f".reshape({shape!r})"
             lines.append(f"{i}{q.name} = {value}")
-        first = self.program.inputs[0].name if self.program.inputs else None
-        lines.append(f"{i}N = {first}.shape[0]" if first else f"{i}N = 1")
         return lines
 
     def forward_function(self) -> list[str]:
@@ -173,6 +268,7 @@ class ModuleWriter:
         for a in [*p.assignments, *shown]:
             expr = a.expr.args[0] if isinstance(a.expr, batch_mean) else a.expr
             lines.append(f"{i}{self.names[a.target]} = {self.printer.doprint(expr)}")
+            lines += self.shape_check(self.names[a.target], self.printer.shape(expr), self.printer.batched(expr))
             if a.target in returned:
                 shape = p.shapes.get(a.target) or self.printer.shape(expr)
                 values.append(f'"{a.target.name}": np.broadcast_to(np.asarray({self.names[a.target]}, '
@@ -190,6 +286,10 @@ class ModuleWriter:
         forward = self.forward_function()
         loss_and_grad = self.loss_and_grad_function()  # printing records the helpers used
         origin = f"from {docstring_safe(self.source)}" if self.source else "from a Python declaration"
+        imports = "import linecache\nimport sys\nfrom collections.abc import Mapping" if self.check_shapes else \
+            "from collections.abc import Mapping"
+        checked = ("\nShape-checked: every assignment checks its array's shape (_check_shape), for tests.\n"
+                   if self.check_shapes else "")
         shapes = lambda qs: "{" + ", ".join(f'"{q.name}": {q.shape!r}' for q in qs) + "}"
         header = f'''\
 """Loss and gradients of '{docstring_safe(p.name)}', generated by symbackprop {__version__} {origin}.
@@ -202,13 +302,17 @@ params: parameter name -> array in the parameter's shape (PARAMS below).
 data:   input name -> array with a leading batch axis, shape (N, *shape) (INPUTS below).
 loss:   the mean of the per-sample loss {p.loss} over the N samples.
 grads:  parameter name -> gradient of that mean, in the parameter's shape.
-"""
+A missing or unknown name or a wrong shape raises ValueError.
+{checked}"""
+{imports}
+
 import numpy as np
 
 PARAMS = {shapes(p.params)}
 INPUTS = {shapes(p.inputs)}
 '''
-        parts = [header] + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
+        checks = [ARRAYS_HELPER] + ([CHECK_SHAPE_HELPER] if self.check_shapes else [])
+        parts = [header] + checks + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
         return "\n\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
@@ -221,14 +325,23 @@ def _elementwise_classes():
     return seen
 
 
-def generate_module(program: Program, source: str | None = None) -> str:
-    """Python source of a module computing ``program``; ``source`` names the model file in its header."""
-    return ModuleWriter(program, source).write()
+def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None) -> str:
+    """Python source of a module computing ``program``; ``source`` names the model file in its header.
+
+    ``check_shapes``: every assignment checks its array's shape against the derivation's (for tests; an
+    ``AssertionError`` names the line, the variable and both shapes). ``None`` takes
+    :func:`shape_checks_default`, i.e. the environment variable ``SYMBACKPROP_CHECK_SHAPES``.
+    """
+    if check_shapes is None:
+        check_shapes = shape_checks_default()
+    return ModuleWriter(program, source, check_shapes).write()
 
 
-def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None) -> str:
+def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None,
+                           check_shapes: bool | None = None) -> str:
     """The module of :func:`generate_module` with ``trace(params, data)`` added (see
-    :meth:`ModuleWriter.trace_function`): every intermediate value, from the same printed program."""
-    writer = ModuleWriter(program, source)
+    :meth:`ModuleWriter.trace_function`): every intermediate value, from the same printed program.
+    ``check_shapes`` as for :func:`generate_module` (the trace's assignments are checked too)."""
+    writer = ModuleWriter(program, source, shape_checks_default() if check_shapes is None else check_shapes)
     trace = writer.trace_function(shown)  # printed first, so that the module defines the helpers it uses
     return writer.write() + "\n\n" + "\n".join(trace) + "\n"

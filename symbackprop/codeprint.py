@@ -3,17 +3,28 @@
 Every per-sample quantity of shape ``s`` is an array of shape ``(N, *s)``; parameters keep their
 declared shape. The printer knows each symbol's shape and whether it varies over the batch, so it can
 
-* broadcast a per-sample scalar against a tensor (``g[:, None] * v``);
+* broadcast a per-sample scalar against a tensor (``g[:, None]*v``);
 * write matrix products over the whole batch (``x @ W.T`` for ``W @ x``, ``g @ W`` for ``W.T @ g``);
-* reduce a gradient over the batch in one step (``delta.T @ x / N`` for the mean of ``delta x^T``,
-  ``g @ x / N`` for the mean of ``g * x``).
+* reduce a gradient over the batch in one step (``(delta.T @ x)/N`` for the mean of ``delta x^T``,
+  ``(g @ x)/N`` for the mean of ``g * x``).
+
+**Brackets come from the tree, never from the printed text.** Every ``_print_<Type>`` returns
+:class:`Code`: the text together with the Python precedence of its own top-level operator (``x @ W.T`` is a
+product, ``t0**(3/2)`` a power, ``np.sqrt(t0)`` an atom). One rule, :meth:`NumPyBatchPrinter.fit`,
+brackets an operand whose precedence is lower than its slot needs, and every place that forms a sum, a
+product, a matrix product or a power, or appends an index or ``.T``, goes through it
+(:meth:`~NumPyBatchPrinter.binary`, :meth:`~NumPyBatchPrinter.postfix`, :meth:`~NumPyBatchPrinter.negate`).
+Appending ``[:, None]`` to text whose last atom is not the whole operand (``t0**(3/2)[:, None]``,
+``2*t0 - 2*y[:, :, None]``) caused bugs 12 and 13 in docs/testing.md (bugs 9 and 10 were precedence too).
 
 One ``_print_<Type>`` method per expression type, as in SymPy's printers.
 """
 from __future__ import annotations
 
+import ast
+from functools import lru_cache
+
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .printing import FunctionBases, reading_order
@@ -42,7 +53,63 @@ def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
 ''',
 }
 
-ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign"}
+#: SymPy's own elementwise functions. sin, cos and atan2 come from SymPy's derivative of |u| where it cannot
+#: tell that u is real (|sqrt(v)|' has atan2(0, v), which is 0 for v > 0).
+ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign",
+               sp.sin: "np.sin", sp.cos: "np.cos", sp.atan2: "np.arctan2"}
+
+# ---- Python's operator precedence (the language reference, "Operator precedence"), lowest first ----------
+LOWEST = 0  # anything else (and text of unknown precedence): always bracketed as an operand
+ADD = 1  # a + b, a - b
+MUL = 2  # a*b, a/b, a @ b
+UNARY = 3  # -a
+POW = 4  # a**b
+ATOM = 5  # names, numbers, calls f(a), subscripts a[i], attributes a.T, (brackets)
+
+#: binary operator -> (precedence, the product family it belongs to: "*" for * and /, "@" for @)
+BINARY = {"+": (ADD, ""), "-": (ADD, ""), "*": (MUL, "*"), "/": (MUL, "*"), "@": (MUL, "@")}
+
+
+class Code(str):
+    """Printed source that carries the Python precedence of its own top-level operator.
+
+    ``family`` is "*" for a product or quotient and "@" for a matrix product: Python ranks them the same,
+    and they are told apart only to bracket one inside the other for the reader (``v*(x @ W.T)``).
+    """
+
+    prec: int
+    family: str
+
+    def __new__(cls, text: str, prec: int = ATOM, family: str = ""):
+        code = super().__new__(cls, text)
+        code.prec, code.family = prec, family
+        return code
+
+
+def _node_precedence(node: ast.expr) -> int:
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow):
+            return POW
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            return ADD
+        return MUL if isinstance(node.op, (ast.Mult, ast.Div, ast.MatMult, ast.FloorDiv, ast.Mod)) else LOWEST
+    if isinstance(node, ast.UnaryOp):
+        return LOWEST if isinstance(node.op, ast.Not) else UNARY
+    return ATOM if isinstance(node, (ast.Call, ast.Name, ast.Attribute, ast.Subscript, ast.Constant)) else LOWEST
+
+
+@lru_cache(maxsize=None)
+def template_precedence(template: str) -> tuple[int, bool]:
+    """(precedence of a function's NumPy template, whether ``{x}`` is a call argument there).
+
+    Read from the template's syntax tree (the function's definition, not printed output): a template such
+    as ``-np.logaddexp(0.0, -{x})`` is a negation, and its argument sits in an operator slot.
+    """
+    placeholder = "_symbackprop_argument_"
+    tree = ast.parse(template.format(x=placeholder), mode="eval").body
+    in_call = any(isinstance(n, ast.Call) and any(isinstance(a, ast.Name) and a.id == placeholder for a in n.args)
+                  for n in ast.walk(tree))
+    return _node_precedence(tree), in_call
 
 
 class NumPyBatchPrinter(FunctionBases, StrPrinter):
@@ -56,6 +123,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         self.helpers_used: set[str] = set()
         self._shape_memo: dict = {}
 
+    def _print(self, expr, **kwargs) -> Code:
+        code = super()._print(expr, **kwargs)
+        return code if isinstance(code, Code) else Code(code, LOWEST)  # unknown precedence: always bracketed
+
     # ---- what the printer knows about an expression --------------------------------------------------
     def shape(self, expr) -> Shape:
         return infer_shape(expr, self.shapes, self._shape_memo)
@@ -63,152 +134,217 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def batched(self, expr) -> bool:
         return bool(expr.free_symbols & self.batched_symbols)
 
-    def operand(self, expr, result_rank: int, level: int) -> str:
-        """``expr`` as an operand of an elementwise operation whose result has ``result_rank``."""
-        text = self.parenthesize(expr, level)
-        if result_rank and self.batched(expr) and self.shape(expr) == ():
-            if not (expr.is_Symbol or text.endswith(")") and text[0] != "("):
-                text = f"({text})"
-            text += "[:, " + ", ".join(["None"] * result_rank) + "]"
-        return text
-
     def helper(self, name: str) -> str:
         self.helpers_used.add(name)
         return name
 
+    # ---- the one bracketing rule, and the constructions that use it ------------------------------------
+    def fit(self, code: Code, need: int, family: str = "") -> Code:
+        """``code`` in a slot that needs precedence ``need``: bracketed if its own is lower.
+
+        ``family`` is the product family of the slot ("*" or "@"); a product of the other family is
+        bracketed too, although Python would not need it (``(x @ W.T)*v`` reads better than ``x @ W.T*v``).
+        """
+        if code.prec < need or (family and code.prec == MUL and code.family != family):
+            return Code(f"({code})")
+        return code
+
+    def binary(self, left: Code, op: str, right: Code) -> Code:
+        """``left op right`` for a left-associative operator: the left operand needs at least the
+        operator's precedence, the right one more (``a - (b + c)``, ``a/(b*c)``, ``t0 @ (1/t1)``)."""
+        prec, family = BINARY[op]
+        left, right = self.fit(left, prec, family), self.fit(right, prec + 1, family)
+        return Code(f"{left}{op}{right}" if family == "*" else f"{left} {op} {right}", prec, family)
+
+    def power(self, base: Code, exponent: Code) -> Code:
+        """``base**exponent``: ``**`` groups to the right and binds tighter than a minus on its left, so the
+        base must be an atom (``(-a)**2``, ``(a**b)**c``); so is the exponent, for the reader (``x**(-c)``)."""
+        return Code(f"{self.fit(base, ATOM)}**{self.fit(exponent, ATOM)}", POW)
+
+    def negate(self, code: Code) -> Code:
+        """``-code``, with a sum or product in brackets (``-(a*b)``). A product prints its sign on its first
+        factor instead (``-2*x``, ``-a*b``: ``(-a)*b`` in Python, the same number)."""
+        return Code("-" + self.fit(code, UNARY), UNARY)
+
+    def postfix(self, code: Code, suffix: str) -> Code:
+        """``code`` followed by an index or attribute (``[:, None]``, ``.T``, ``[0]``), which binds tightest."""
+        return Code(self.fit(code, ATOM) + suffix)
+
+    def call(self, function: str, *args: str) -> Code:
+        return Code(f"{function}({', '.join(args)})")
+
+    def operand(self, expr, result_rank: int) -> Code:
+        """``expr`` as an operand of an elementwise operation whose result has ``result_rank`` axes per sample:
+        a per-sample scalar gets axes of length 1 appended, so it broadcasts along the sample axis."""
+        code = self._print(expr)
+        if result_rank and self.batched(expr) and self.shape(expr) == ():
+            code = self.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
+        return code
+
+    def constant(self, expr, value) -> Code:
+        """The number ``value`` in ``expr``'s shape, with the batch axis if ``expr`` varies over the batch
+        (``np.zeros((N, 3))``, ``np.full((N,), 1)``): for a product that SymPy folds to a number although its
+        operands have shapes or vary (``0 @ W``, ``s @ 0``, ``exp(-u) @ exp(u)``)."""
+        shape = self.shape(expr)
+        if self.batched(expr):
+            shape_text = "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
+        elif shape:
+            shape_text = repr(shape)
+        else:
+            return self._print(value)
+        return self.call("np.zeros", shape_text) if value == 0 else self.call("np.full", shape_text, self._print(value))
+
+    def join_terms(self, terms: list, show) -> Code:
+        """``t1 + t2 - t3``: the first term as ``show`` prints it, each later one with its sign taken out."""
+        out = show(terms[0])
+        for term in terms[1:]:
+            negative = term.could_extract_minus_sign()
+            out = self.binary(out, "-" if negative else "+", show(-term if negative else term))
+        return out
+
     # ---- atoms ---------------------------------------------------------------------------------------
     def _print_Symbol(self, expr):
-        return self.names[expr]
+        return Code(self.names[expr])
 
     def _print_Integer(self, expr):
-        return str(expr.p)
+        return Code(str(expr.p), UNARY if expr.p < 0 else ATOM)
+
+    def _print_Zero(self, expr):
+        return Code("0")
 
     def _print_Rational(self, expr):
-        return f"{expr.p}/{expr.q}"
-
-    def _print_Float(self, expr):
-        return repr(float(expr))
+        return Code(f"{expr.p}/{expr.q}", MUL, "*")
 
     def _print_Half(self, expr):
-        return "0.5"
+        return Code("0.5")
+
+    def _print_Float(self, expr):
+        value = float(expr)
+        return Code(repr(value), UNARY if value < 0 else ATOM)
+
+    def _print_Exp1(self, expr):
+        return Code("np.e")
+
+    def _print_Pi(self, expr):
+        return Code("np.pi")
 
     # ---- elementwise arithmetic ----------------------------------------------------------------------
     def _print_Add(self, expr, order=None):
         rank = len(self.shape(expr))
         terms = sorted(expr.args, key=lambda t: (t.could_extract_minus_sign(), t.is_Atom))
-        out = ""
-        for i, term in enumerate(terms):
-            negative = term.could_extract_minus_sign()
-            body = self.operand(-term if negative else term, rank, PRECEDENCE["Add"] + (1 if negative else 0))
-            if i == 0:
-                out = ("-" + self.operand(-term, rank, PRECEDENCE["Mul"])) if negative else body
-            else:
-                out += (" - " if negative else " + ") + body
-        return out
+        return self.join_terms(terms, lambda t: self.operand(t, rank))
 
     def _print_Mul(self, expr):
         rank = len(self.shape(expr))
         coeff, factors = expr.as_coeff_mul()
-        if coeff < 0:
-            return "-" + self.operand(-expr, rank, PRECEDENCE["Mul"] + 1) if coeff == -1 else \
-                "-" + self._print_Mul(-expr)
         numer, denom = [], []
         for f in reading_order(factors):
-            if f.is_Pow and f.exp.is_Rational and f.exp.is_negative and f.exp != -sp.S.Half:
+            if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
                 denom.append(f.base ** (-f.exp))
             else:
                 numer.append(f)
-        if coeff != 1:
-            if coeff.is_Rational and not coeff.is_Integer:
-                if coeff.p != 1:
-                    numer.insert(0, sp.Integer(coeff.p))
-                denom.insert(0, sp.Integer(coeff.q))
-            else:
-                numer.insert(0, coeff)
-        text = "*".join(self.operand(f, rank, PRECEDENCE["Mul"]) for f in numer) or "1"
+        negative, coeff = coeff < 0, abs(coeff)
+        if coeff.is_Rational and not coeff.is_Integer:
+            if coeff.p != 1:
+                numer.insert(0, sp.Integer(coeff.p))
+            denom.insert(0, sp.Integer(coeff.q))
+        elif coeff != 1:
+            numer.insert(0, coeff)
+        factor_codes = [self.operand(f, rank) for f in numer] or [Code("1")]
+        if negative:
+            factor_codes[0] = self.negate(factor_codes[0])
+        text = self.product(factor_codes)
         if denom:
-            den = "*".join(self.operand(f, rank, PRECEDENCE["Mul"] + 1) for f in denom)
-            text += "/" + (f"({den})" if len(denom) > 1 else den)
+            text = self.binary(text, "/", self.product([self.operand(f, rank) for f in denom]))
         return text
+
+    def product(self, factors: list[Code]) -> Code:
+        out = factors[0]
+        for f in factors[1:]:
+            out = self.binary(out, "*", f)
+        return out
 
     def _print_Pow(self, expr, rational=False):
         rank = len(self.shape(expr))
         base, exp = expr.args
         if exp == sp.S.Half:
-            return f"np.sqrt({self._print(base)})"
-        if exp == -sp.S.Half:
-            return f"1/np.sqrt({self._print(base)})"
+            return self.call("np.sqrt", self._print(base))
         if exp.is_Rational and exp.is_negative:
-            return "1/" + self.operand(base ** (-exp), rank, PRECEDENCE["Mul"] + 1)
-        return self.operand(base, rank, PRECEDENCE["Pow"] + 1) + "**" + self.operand(exp, rank, PRECEDENCE["Pow"])
+            return self.binary(Code("1"), "/", self.operand(base ** (-exp), rank))
+        return self.power(self.operand(base, rank), self.operand(exp, rank))
 
     # ---- functions -----------------------------------------------------------------------------------
     def _print_Elementwise(self, expr):
         if expr.helper:
             self.helper("_" + type(expr).__name__)
-        return expr.numpy.format(x=self._print(expr.args[0]))
+        prec, argument_in_call = template_precedence(expr.numpy)
+        argument = self._print(expr.args[0])
+        return Code(expr.numpy.format(x=argument if argument_in_call else self.fit(argument, ATOM)), prec)
 
     def _print_Function(self, expr):
         name = ELEMENTWISE.get(type(expr))
         if name is None:
             return super()._print_Function(expr)
-        return f"{name}({self._print(expr.args[0])})"
+        rank = len(self.shape(expr))
+        return self.call(name, *(self.operand(a, rank) for a in expr.args))
 
     # ---- tensor operations ---------------------------------------------------------------------------
     def _print_matmul(self, expr):
         a, b = expr.args
         sa, sb = self.shape(a), self.shape(b)
         if sa == () or sb == ():  # a 1 x 1 factor: the product is a scaling
-            return self._print(sp.Mul(a, b))
+            scaled = sp.Mul(a, b)
+            return self.constant(expr, scaled) if scaled.is_number else self._print(scaled)
         ba, bb = self.batched(a), self.batched(b)
         if len(sa) == 2 and len(sb) == 2:  # matrix times matrix: NumPy's @ broadcasts over the batch
-            return (f"{self.parenthesize(a, PRECEDENCE['Mul'], strict=True)} @ "
-                    f"{self.parenthesize(b, PRECEDENCE['Mul'] + 1)}")
+            return self.binary(self._print(a), "@", self._print(b))
         if len(sa) == 2 and len(sb) == 1 and not ba and bb:
             # W @ x for a batch of columns x: (N, n) @ (n, m), and (N, n) @ (n,) for a row w^T or W: (1, n)
             if isinstance(a, transpose):
-                right = self.parenthesize(a.args[0], PRECEDENCE["Mul"] + 1)
+                right = self._print(a.args[0])
             else:
-                right = self.parenthesize(a, PRECEDENCE["Atom"], strict=True) + ("[0]" if sa[0] == 1 else ".T")
-            return f"{self.parenthesize(b, PRECEDENCE['Mul'])} @ {right}"
+                right = self.postfix(self._print(a), "[0]" if sa[0] == 1 else ".T")
+            return self.binary(self._print(b), "@", right)
         if isinstance(a, transpose) and len(self.shape(a.args[0])) == 1 and len(sb) == 1:
             # a dot product u^T v per sample
-            u, v = self.parenthesize(a.args[0], PRECEDENCE["Mul"]), self.parenthesize(b, PRECEDENCE["Mul"] + 1)
-            return f"np.sum({u}*{v}, axis=-1)" if ba and bb else f"{u} @ {v}"
+            u = a.args[0]
+            if bb:  # (a fixed u against a batch of v is W @ x above)
+                return self.call("np.sum", self.binary(self._print(u), "*", self._print(b)), "axis=-1")
+            return self.binary(self._print(u), "@", self._print(b))
         if len(sa) == 2 and len(sb) == 1 and not ba and not bb:
-            text = f"{self.parenthesize(a, PRECEDENCE['Mul'])} @ {self.parenthesize(b, PRECEDENCE['Mul'] + 1)}"
-            return f"({text})[0]" if sa[0] == 1 else text
+            code = self.binary(self._print(a), "@", self._print(b))
+            return self.postfix(code, "[0]") if sa[0] == 1 else code
         if len(sa) == 1 and isinstance(b, transpose) and len(sb) == 2 and sb[0] == 1 and \
                 self.shape(b.args[0]) == (sb[1],):
             # an outer product a b^T per sample
             x = b.args[0]
             if not ba and not self.batched(x):
-                return f"np.outer({self._print(a)}, {self._print(x)})"
-            left = self._print(a) + ("[:, :, None]" if ba else "[:, None]")
-            right = self._print(x) + ("[:, None, :]" if self.batched(x) else "[None, :]")
-            return f"{left}*{right}"
-        out = self.shape(expr)
-        return (f"{self.helper('_matmul')}({self._print(a)}, {self._print(b)}, "
-                f"{len(sa) == 1}, {len(sb) == 1}, {out!r})")
+                return self.call("np.outer", self._print(a), self._print(x))
+            left = self.postfix(self._print(a), "[:, :, None]" if ba else "[:, None]")
+            right = self.postfix(self._print(x), "[:, None, :]" if self.batched(x) else "[None, :]")
+            return self.binary(left, "*", right)
+        return self.call(self.helper("_matmul"), self._print(a), self._print(b), str(len(sa) == 1),
+                         str(len(sb) == 1), repr(self.shape(expr)))
 
     def _print_transpose(self, expr):
         (a,) = expr.args
-        s, text, b = self.shape(a), self.parenthesize(a, PRECEDENCE["Atom"], strict=True), self.batched(a)
+        s, code, b = self.shape(a), self._print(a), self.batched(a)
         if s == ():
-            return text
+            return code
         if len(s) == 1:
-            return text + ("[:, None, :]" if b else "[None, :]")
+            return self.postfix(code, "[:, None, :]" if b else "[None, :]")
         if s[0] == 1 and self.shape(expr) == (s[1],):
-            return text + ("[:, 0, :]" if b else "[0]")
-        return f"np.swapaxes({self._print(a)}, -1, -2)" if b else text + ".T"
+            return self.postfix(code, "[:, 0, :]" if b else "[0]")
+        return self.call("np.swapaxes", code, "-1", "-2") if b else self.postfix(code, ".T")
 
-    def _reduce(self, func: str, expr) -> str:
+    def _reduce(self, func: str, expr) -> Code:
         (a,) = expr.args
         rank = len(self.shape(a))
-        if not self.batched(a) or rank == 0:
-            return f"np.{func}({self._print(a)})" if rank else self._print(a)
-        axes = "1" if rank == 1 else "(1, 2)"
-        return f"np.{func}({self._print(a)}, axis={axes})"
+        if rank == 0:
+            return self._print(a)
+        if not self.batched(a):
+            return self.call(f"np.{func}", self._print(a))
+        return self.call(f"np.{func}", self._print(a), "axis=1" if rank == 1 else "axis=(1, 2)")
 
     def _print_sum_(self, expr):
         return self._reduce("sum", expr)
@@ -219,17 +355,17 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def _print_softmax(self, expr):
         (v,) = expr.args
         if self.shape(v) == ():  # of a single element: 1
-            return f"np.ones_like({self._print(v)})"
-        return f"{self.helper('_softmax')}({self._print(v)})"
+            return self.call("np.ones_like", self._print(v))
+        return self.call(self.helper("_softmax"), self._print(v))
 
     def _print_logsumexp(self, expr):
         (v,) = expr.args
         if self.shape(v) == ():  # of a single element: the element
             return self._print(v)
-        return f"{self.helper('_logsumexp')}({self._print(v)})"
+        return self.call(self.helper("_logsumexp"), self._print(v))
 
     def _print_ones(self, expr):
-        return f"np.ones({tuple(int(n) for n in expr.args)!r})"
+        return self.call("np.ones", repr(tuple(int(n) for n in expr.args)))
 
     def _print_TensorOp(self, expr):
         raise TypeError(f"no NumPy form for {type(expr).__name__}")
@@ -241,27 +377,28 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         constant, summed = [], []
         for term in sp.Add.make_args(value):
             (summed if self.batched(term) else constant).append(term)
-        parts = [self._print(t) for t in constant]
-        if summed:
-            total = " + ".join(self.batch_sum(t) for t in summed)
-            parts.append(f"({total})/N" if len(summed) > 1 else f"{total}/N")
-        return " + ".join(parts)
+        mean = self.binary(self.join_terms(summed, self.batch_sum), "/", Code("N")) if summed else None
+        if not constant:
+            return mean
+        fixed = self._print(sp.Add(*constant))
+        return fixed if mean is None else self.binary(fixed, "+", mean)
 
-    def batch_sum(self, term) -> str:
+    def batch_sum(self, term) -> Code:
         """Sum over the batch axis of one per-sample term."""
         coeff, factors = term.as_independent(*self.batched_symbols, as_Add=False)
-        scale = "" if coeff == 1 else self.parenthesize(coeff, PRECEDENCE["Mul"]) + "*"
+        total = self.batch_sum_of_factors(factors)
+        if coeff == 1:
+            return total
+        return self.negate(total) if coeff == -1 else self.binary(self._print(coeff), "*", total)
+
+    def batch_sum_of_factors(self, factors) -> Code:
         if isinstance(factors, matmul) and isinstance(factors.args[1], transpose):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
-                return (f"{scale}({self.parenthesize(a, PRECEDENCE['Atom'], strict=True)}.T @ "
-                        f"{self.parenthesize(x, PRECEDENCE['Mul'])})")
+                return self.binary(self.postfix(self._print(a), ".T"), "@", self._print(x))  # (n, N) @ (N, m)
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
             # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
             if self.shape(f1) == () and len(self.shape(f2)) <= 1:
-                right = self.parenthesize(f2, PRECEDENCE['Mul'] + 1)
-                if f2.is_Pow and f2.exp.is_negative and not right.startswith("("):  # 1/t prints as a division
-                    right = f"({right})"
-                return f"{scale}({self.parenthesize(f1, PRECEDENCE['Mul'])} @ {right})"
-        return f"{scale}np.sum({self._print(factors)}, axis=0)"
+                return self.binary(self._print(f1), "@", self._print(f2))
+        return self.call("np.sum", self._print(factors), "axis=0")

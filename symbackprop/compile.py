@@ -49,16 +49,23 @@ def evaluate_printed(expression: str, namespace: dict) -> Any:
     return eval(compile(expression, "<symbackprop printed expression>", "eval"), namespace)
 
 
-def compile_gradient(model: Graph | Derivation, source: str | None = None) -> CompiledGradient:
-    """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable."""
+def compile_gradient(model: Graph | Derivation, source: str | None = None,
+                     check_shapes: bool | None = None) -> CompiledGradient:
+    """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable.
+
+    Called with a missing or unknown name or a wrong shape, the callable raises ``ValueError`` naming the
+    array and both shapes. ``check_shapes=True`` makes every assignment check its array's shape (for
+    tests; see :func:`symbackprop.codegen.generate_module`, whose default it shares).
+    """
     derivation = model if isinstance(model, Derivation) else derive(model)
-    text = generate_module(derivation.program(), source)
+    text = generate_module(derivation.program(), source, check_shapes)
     module = load_source(text, derivation.graph.name)
     return CompiledGradient(module.loss_and_grad, module.forward, text, derivation)
 
 
-def compile_trace(derivation: Derivation, shown=()) -> Callable[[dict, dict], dict[str, Any]]:
+def compile_trace(derivation: Derivation, shown=(), check_shapes: bool | None = None
+                  ) -> Callable[[dict, dict], dict[str, Any]]:
     """``trace(params, data) -> {name: array (N, *shape)}``: every node, adjoint and per-sample gradient of
     the compiled gradient program, and the ``shown`` assignments (see :func:`generate_traced_module`)."""
-    text = generate_traced_module(derivation.program(), shown)
+    text = generate_traced_module(derivation.program(), shown, check_shapes=check_shapes)
     return load_source(text, derivation.graph.name).trace

@@ -74,13 +74,16 @@ def operation_count(expr: sp.Expr, weight: dict[sp.Symbol, int], memo: dict | No
     """Operations of ``expr`` with each symbol in ``weight`` replaced by an expression of that many operations.
 
     As ``sympy.count_ops`` counts them: a sum or product of k terms is k - 1 operations, a power or a
-    function one. Substitution copies a value into every place its symbol is used, so counting the
-    expanded form of a graph this way is a dynamic program over its nodes: exact for the substituted
-    tree before SymPy combines terms, and never larger than it.
+    function one, but a fractional power two (``sqrt(x)``: a power of a division 1/2) and three if it is
+    negative (``x**(-3/2)``). Substitution copies a value into every place its symbol is used, so
+    counting the expanded form of a graph this way is a dynamic program over its nodes: exact for the
+    substituted tree before SymPy combines terms, and never larger than it.
     """
     memo = {} if memo is None else memo
     if expr.is_Atom:
         return weight.get(expr, 0)
+    if expr.is_Pow and expr.exp.is_Rational and not expr.exp.is_Integer:
+        return operation_count(expr.base, weight, memo) + 2 + int(bool(expr.exp.is_negative))
     if expr not in memo:
         inner = sum(operation_count(a, weight, memo) for a in expr.args)
         memo[expr] = inner + (len(expr.args) - 1 if isinstance(expr, (sp.Add, sp.Mul)) else 1)

@@ -69,7 +69,7 @@ def code_listing(derivation, source: str | None = None) -> CodeListing:
     """
     from .codegen import _comment, generate_module, variable_names
     program = derivation.program()
-    text = generate_module(program, source)
+    text = generate_module(program, source, check_shapes=False)  # the module a user gets, shown as it is
     names = variable_names(program)
     key_of = {python: symbol.name for symbol, python in names.items()}
     temps = {python for symbol, python in names.items()

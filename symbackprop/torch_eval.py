@@ -52,8 +52,8 @@ class TorchEvaluator:
     def _eval_Symbol(self, expr, env):
         return env[expr.name]
 
-    def _eval_Number(self, expr, env):
-        return self.constant(float(expr))
+    def _eval_Number(self, expr, env):  # a scalar in the layout, (1, 1, 1), so that matmul(0, W) works too
+        return self.constant(float(expr)).reshape(1, 1, 1)
 
     def _eval_Add(self, expr, env):
         out = self.eval(expr.args[0], env)

@@ -3,8 +3,17 @@
 A strategy draws a :class:`GraphSpec`: the declarations and node definitions of a random network as
 SymPy expressions, written so that every function stays inside its domain *by construction*
 (``log(softplus(u) + 1/10)``, ``sqrt(u**2 + 1)``, ``exp(tanh(u))``, division by ``u**2 + 1``), plus a
-seed for the parameter values and the batch. ``repr(spec)`` is the network as text, one definition a
-line, so a failing example shrinks to a small network hypothesis can print.
+seed for the parameter values and the data, and the batch sizes to run it at: 1, one of its sides and a
+prime larger than every side (a batch size that equals a side is where NumPy broadcasting hides a wrong
+shape; see :func:`batch_sizes`). ``repr(spec)`` is the network as text, one definition a line, so a
+failing example shrinks to a small network hypothesis can print.
+
+Tensor networks (:func:`tensor_graphs`) are drawn as users write them: every argument of every
+operation is itself a random expression (:meth:`TensorBuilder.expression`: sums, differences, scalings by
+numbers, parameters and per-sample scalars, Hadamard products, quotients, powers with integer,
+fractional, negative and parameter exponents, functions, nested matrix products such as ``(A @ B) @ x``,
+``tanh(U @ V) @ x`` or ``(W + U) @ x``, transposes, reductions, softmax), plus normalisations (L2,
+layer norm, RMSNorm, cosine similarity) and alias nodes (``h2 = h1``).
 
 The two kinks (``relu`` and ``abs``) cannot be kept away from 0 by construction without making them
 trivial, so the reference evaluation reports how close every kink argument comes to 0 and the tests
@@ -27,10 +36,11 @@ from hypothesis import strategies as st
 
 from symbackprop.functions import relu, sigmoid, softplus, step
 from symbackprop.graph import Graph
-from symbackprop.tensor import (canonical_shape, infer_shape, logsumexp, matmul, mean, ones, softmax, sum_, transpose)
+from symbackprop.tensor import (canonical_shape, infer_shape, logsumexp, matmul, matrix_shape, mean, ones, softmax,
+                                sum_, transpose)
 
 Shape = tuple[int, ...]
-TENTH, HALF = sp.Rational(1, 10), sp.Rational(1, 2)
+TENTH, HALF, THREE_HALVES = sp.Rational(1, 10), sp.Rational(1, 2), sp.Rational(3, 2)
 
 
 # ---- the spec ----------------------------------------------------------------------------------------
@@ -53,10 +63,10 @@ class GraphSpec:
     nodes: list[tuple[str, sp.Expr]] = field(default_factory=list)
     loss: sp.Expr | None = None
     seed: int = 0
-    batch: int = 3
+    batches: tuple[int, ...] = (1, 3)  # the batch sizes N the network is run at
 
     def __repr__(self) -> str:
-        lines = [f"{self.family} network (seed={self.seed}, N={self.batch}):"]
+        lines = [f"{self.family} network (seed={self.seed}, N in {self.batches}):"]
         for d in self.decls:
             shape = f"{list(d.shape)}" if d.shape else "scalar"
             lines.append(f"    {d.kind} {d.name}: {shape}")
@@ -70,6 +80,12 @@ class GraphSpec:
     # ---- reading ---------------------------------------------------------------------------------------
     def symbol(self, name: str) -> sp.Symbol:
         return sp.Symbol(name, real=True)
+
+    @property
+    def sides(self) -> set[int]:
+        """Every vector and matrix dimension of the network (declared and computed), 1 included."""
+        declared = {n for d in self.decls for n in d.shape}
+        return {1} | declared | {n for shape in self.shapes.values() for n in shape}
 
     @property
     def shapes(self) -> dict[sp.Symbol, Shape]:
@@ -94,18 +110,34 @@ class GraphSpec:
         g.loss("L", self.loss)
         return g
 
-    def point(self) -> tuple[dict, dict]:
-        """Parameter values and a batch of data, from the seed; every input inside its domain."""
+    def point(self, batch: int) -> tuple[dict, dict]:
+        """Parameter values (the same at every batch size) and ``batch`` samples of data, from the seed;
+        every input inside its domain."""
         rng = np.random.default_rng(self.seed)
         params = {d.name: rng.uniform(-1.2, 1.2, d.shape) if d.shape else float(rng.uniform(-1.2, 1.2))
                   for d in self.of_kind("param")}
         data = {}
         for d in self.of_kind("input"):
             if d.target == "probabilities":
-                data[d.name] = rng.dirichlet(np.ones(d.shape[0]), self.batch)
+                rows = rng.dirichlet(np.ones(int(np.prod(d.shape))), batch)
+                data[d.name] = rows.reshape((batch, *d.shape))
             else:
-                data[d.name] = rng.uniform(-2.0, 2.0, (self.batch, *d.shape))
+                data[d.name] = rng.uniform(-2.0, 2.0, (batch, *d.shape))
         return params, data
+
+
+def smallest_prime_above(n: int) -> int:
+    return next(p for p in range(n + 1, 2 * n + 3) if all(p % k for k in range(2, int(p ** 0.5) + 1)))
+
+
+def batch_sizes(draw, spec: GraphSpec) -> tuple[int, ...]:
+    """1, one of the network's sides (drawn), and the smallest prime larger than every side.
+
+    At N = 1 and at N equal to a side, an array of a wrong shape can broadcast into a result of the
+    right size (an (N, n, 1) against an (N, n), for instance); at a prime above every side it cannot.
+    """
+    sides = sorted(spec.sides)
+    return tuple(sorted({1, draw(st.sampled_from(sides)), smallest_prime_above(sides[-1])}))
 
 
 # ---- the reference evaluation ------------------------------------------------------------------------
@@ -196,7 +228,7 @@ def reference_values(spec: GraphSpec, params: dict, data: dict) -> ReferenceResu
     samples = []
     with np.errstate(all="raise", under="ignore"):
         try:
-            for i in range(spec.batch):
+            for i in range(len(next(iter(data.values()))) if data else 1):
                 env = {name: _column(v, shapes[name]) for name, v in params.items()}
                 env.update({name: _column(v[i], shapes[name]) for name, v in data.items()})
                 for name, expr in computed:
@@ -233,6 +265,12 @@ def _domain_safe_unary(draw, u: sp.Expr) -> sp.Expr:
         lambda u: u ** 3,
     ]
     return draw(st.sampled_from(wrappers))(u)
+
+
+def _positive(draw, u: sp.Expr) -> sp.Expr:
+    """A positive function of ``u``: a base for any power, a denominator, an argument of log or sqrt."""
+    return draw(st.sampled_from([lambda u: u ** 2 + 1, lambda u: softplus(u) + TENTH,
+                                 lambda u: sp.exp(sp.tanh(u))]))(u)
 
 
 class Builder:
@@ -297,9 +335,12 @@ class Builder:
 def _scalar_node(b: Builder, first: sp.Symbol | None = None) -> sp.Expr:
     draw = b.draw
     u = b.term(first if first is not None else b.pick(()))
-    kind = draw(st.sampled_from(["unary", "add", "sub", "mul", "div", "affine", "three"]))
+    kind = draw(st.sampled_from(["unary", "add", "sub", "mul", "div", "affine", "three", "power"]))
     if kind == "unary":
         return _domain_safe_unary(draw, u)
+    if kind == "power":  # fractional, negative and parameter exponents of a positive base
+        exponent = draw(st.sampled_from([HALF, THREE_HALVES, -HALF, -THREE_HALVES, "parameter"]))
+        return _positive(draw, u) ** (b.param(()) if exponent == "parameter" else exponent)
     v = b.term(b.pick(()))
     if kind == "add":
         return u + v
@@ -330,114 +371,235 @@ def scalar_graphs(draw, max_nodes: int = 7, max_inputs: int = 2) -> GraphSpec:
     prediction = out if extra is None else out + extra / 2
     b.spec.loss = (prediction - y) ** 2 / 2
     b.spec.seed = draw(st.integers(0, 2 ** 32 - 1))
-    b.spec.batch = draw(st.integers(3, 5))
+    b.spec.batches = batch_sizes(draw, b.spec)
     return b.spec
 
 
-# ---- small tensor networks ---------------------------------------------------------------------------
-def _size(b: Builder) -> int:
-    return b.draw(st.integers(b.min_size, 4))
+# ---- tensor networks: a random expression in every argument position ------------------------------------
+#: eps of a normalisation: 1/10, or 1e-5 as users write it (a Float in the printed code)
+EPSILONS = (TENTH, sp.Float(1e-5))
 
 
-def _vector_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
-    draw = b.draw
-    kind = draw(st.sampled_from(["linear", "unary", "hadamard", "scale", "skip", "div", "softmax",
-                                 "log_softmax", "logsumexp", "sum", "mean", "quadratic", "inner",
-                                 "outer", "row", "gate"]))
-    if kind == "linear":  # W @ a + b, or a tied W.T @ a where a weight of the transposed shape exists
-        m = _size(b)
-        tied = [b.spec.symbol(d.name) for d in b.spec.of_kind("param") if d.shape == (n, m)]
-        if tied and draw(st.booleans()):
-            return matmul(transpose(draw(st.sampled_from(tied))), a) + b.param((m,))
-        return matmul(b.param((m, n)), a) + b.param((m,))
-    if kind == "unary":
-        return _domain_safe_unary(draw, a)
-    if kind == "hadamard":
-        return a * b.pick_or_param((n,))
-    if kind == "scale":
-        return b.pick_or_param(()) * a
-    if kind == "skip":
-        return a + b.pick_or_param((n,))
-    if kind == "div":
-        other = b.pick_or_param(draw(st.sampled_from([(n,), ()])))
-        return a / (other ** 2 + 1)
-    if kind == "softmax":
-        return softmax(a)
-    if kind == "log_softmax":
-        return sp.log(softmax(a))
-    if kind == "logsumexp":
-        return logsumexp(a)
-    if kind == "sum":
-        return sum_(a)
-    if kind == "mean":
-        return mean(a)
-    if kind == "quadratic":  # a.T @ (W @ a)
-        return matmul(transpose(a), matmul(b.param((n, n)), a))
-    if kind == "gate":  # a Hadamard product with a bare matrix product, g * (W @ a) (bug 10)
-        m = _size(b)
-        return b.pick_or_param((m,)) * matmul(b.param((m, n)), a)
-    if kind == "inner":
-        return matmul(transpose(a), b.pick_or_param((n,)))
-    if kind == "outer":  # a column times a row: a matrix node
-        return matmul(a, transpose(b.pick_or_param((_size(b),))))
-    return matmul(transpose(a), b.param((n, _size(b))))  # a row vector a.T @ W
+def _matrix_of(rows: int, cols: int) -> Shape:
+    return canonical_shape((rows, cols))
 
 
-def _matrix_node(b: Builder, a: sp.Symbol, m: int, n: int) -> sp.Expr:
-    draw = b.draw
-    kind = draw(st.sampled_from(["times_vector", "transpose_times_vector", "times_matrix", "unary",
-                                 "hadamard", "scale", "sum"]))
-    if kind == "times_vector":
-        return matmul(a, b.pick_or_param((n,)))
-    if kind == "transpose_times_vector":
-        return matmul(transpose(a), b.pick_or_param((m,)))
-    if kind == "times_matrix":
-        return matmul(a, b.param((n, _size(b))))
-    if kind == "unary":
-        return _domain_safe_unary(draw, a)
-    if kind == "hadamard":
-        return a * b.pick_or_param((m, n))
-    if kind == "scale":
-        return b.pick_or_param(()) * a
-    return sum_(a)
+class TensorBuilder(Builder):
+    """Draws expressions of a given (canonical) shape whose every argument is again an expression."""
 
+    def __init__(self, draw, family: str):
+        super().__init__(draw, family)
+        self.unused: list[sp.Symbol] = []  # nodes no later node uses (yet), latest last
 
-def _row_node(b: Builder, a: sp.Symbol, n: int) -> sp.Expr:
-    draw = b.draw
-    kind = draw(st.sampled_from(["times_vector", "transpose", "unary", "scale", "sum"]))
-    if kind == "times_vector":
-        return matmul(a, b.pick_or_param((n,)))
-    if kind == "transpose":
-        return transpose(a)
-    if kind == "unary":
-        return _domain_safe_unary(draw, a)
-    if kind == "scale":
-        return b.pick_or_param(()) * a
-    return sum_(a)
+    def param(self, shape: Shape) -> sp.Symbol:
+        """An existing parameter of this computed shape (a shared weight), or a new one."""
+        return self.declared("param", shape)
 
+    def data(self, shape: Shape) -> sp.Symbol:
+        """An existing input of this shape, or a new one (a per-sample scalar, vector, row or matrix)."""
+        return self.declared("input", shape)
 
-def _tensor_node(b: Builder) -> sp.Expr:
-    a = b.pick()
-    shape = b.shape_of[a]
-    if len(shape) == 1:
-        return _vector_node(b, a, shape[0])
-    if len(shape) == 2 and shape[0] == 1:
-        return _row_node(b, a, shape[1])
-    if len(shape) == 2:
-        return _matrix_node(b, a, *shape)
-    return _scalar_node(b, a)
+    def declared(self, kind: str, shape: Shape) -> sp.Symbol:
+        """An existing quantity of ``kind`` and computed ``shape`` (mostly, for inputs), or a new one, declared
+        sometimes in another spelling of the same matrix (``(n, 1)`` for a vector, ``(1,)`` or ``(1, 1)`` for
+        a scalar)."""
+        existing = [s for s in self.pool(shape) if self.kind_of(s) == kind]
+        if existing and self.draw(st.integers(0, 3)) < (3 if kind == "input" else 2):
+            return self.draw(st.sampled_from(existing))
+        spellings = {(): [(), (), (1,), (1, 1)]}.get(shape, [shape, shape, (*shape, 1)] if len(shape) == 1 else [shape])
+        prefix = ("s" if not shape else "x") if kind == "input" else ("w" if not shape else "b" if len(shape) == 1 else "W")
+        return self.declare(kind, self.draw(st.sampled_from(spellings)), prefix)
+
+    def declare(self, kind: str, shape: Shape, prefix: str, target: str = "") -> sp.Symbol:
+        symbol = super().declare(kind, shape, prefix, target)
+        self.shape_of[symbol] = canonical_shape(shape)
+        return symbol
+
+    def add_node(self, expr: sp.Expr) -> sp.Symbol:
+        self.unused = [s for s in self.unused if s not in expr.free_symbols]
+        symbol = super().add_node(expr)
+        self.unused.append(symbol)
+        return symbol
+
+    def kind_of(self, symbol: sp.Symbol) -> str:
+        return next((d.kind for d in self.spec.decls if d.name == symbol.name), "node")
+
+    def size(self) -> int:
+        return self.draw(st.integers(1, 4))
+
+    def tensor_shape(self) -> Shape:
+        """A vector (most often), a matrix or a row; a side of 1 makes it a vector or a scalar."""
+        kind = self.draw(st.sampled_from(["vector", "matrix", "row"]))
+        if kind == "vector":
+            return canonical_shape((self.size(),))
+        return _matrix_of(1 if kind == "row" else self.size(), self.size())
+
+    def either(self, shape: Shape) -> Shape:
+        """``shape``, or a scalar (per-sample or not) that broadcasts against it."""
+        return shape if not shape or self.draw(st.booleans()) else ()
+
+    def leaf(self, shape: Shape) -> sp.Expr:
+        """A parameter, a node no later node uses yet (so nodes chain), an input, a tied transpose, or any
+        earlier quantity of ``shape``."""
+        kind = self.draw(st.sampled_from(["param"] * 4 + ["node"] * 2 + ["input"] * 2 + ["tied", "quantity"]))
+        unused = [s for s in self.unused if self.shape_of[s] == shape]
+        if kind == "node" and unused:
+            self.unused.remove(unused[-1])
+            return unused[-1]
+        if kind == "quantity" and self.pool(shape):
+            return self.pick(shape)
+        if kind == "tied" and len(shape) == 2:
+            tied = [s for s in self.pool(_matrix_of(shape[1], shape[0])) if self.kind_of(s) == "param"]
+            if tied:
+                return transpose(self.draw(st.sampled_from(tied)))
+        return self.param(shape) if kind == "param" else self.data(shape)
+
+    def expression(self, shape: Shape, depth: int) -> sp.Expr:
+        """An expression of ``shape``: at depth 0 a quantity (:meth:`leaf`); else a compound whose every argument
+        is an expression of depth - 1 (or, sometimes, a quantity).
+
+        Where SymPy folds the compound to a number (``u - u``), a quantity takes its place."""
+        expr = self.compound(shape, depth)
+        if expr.is_number or infer_shape(expr, self.shape_of) != shape:
+            return self.leaf(shape)
+        return expr
+
+    def compound(self, shape: Shape, depth: int) -> sp.Expr:
+        draw = self.draw
+        if depth <= 0:
+            return self.leaf(shape)
+        forms = ["sum", "difference", "scaling", "product", "quotient", "power", "function", "matmul", "leaf"]
+        if shape:
+            forms.append("transpose")
+        if shape == ():
+            forms += ["reduction", "cosine"]
+        if len(shape) == 1:
+            forms += ["softmax", "normalise"]
+        kind = draw(st.sampled_from(forms))
+        sub = lambda s=shape: self.expression(s, depth - 1)  # noqa: E731
+        if kind == "leaf":
+            return self.leaf(shape)
+        if kind == "sum":
+            return sub() + sub(self.either(shape))
+        if kind == "difference":
+            return sub() - sub(self.either(shape))
+        if kind == "scaling":  # by a number, a parameter, or a per-sample scalar expression
+            if draw(st.booleans()):
+                return draw(st.sampled_from([sp.Integer(2), HALF, sp.Integer(-3), sp.Float(0.5)])) * sub()
+            return sub(()) * sub()
+        if kind == "product":
+            return sub() * sub(self.either(shape))
+        if kind == "quotient":
+            return sub() / _positive(draw, sub(self.either(shape)))
+        if kind == "power":
+            return self.power(sub())
+        if kind == "function":
+            return _domain_safe_unary(draw, sub())
+        if kind == "matmul":  # (rows x k) @ (k x cols), each side an expression: (A @ B) @ x, tanh(U @ V) @ x, ...
+            rows, cols = matrix_shape(shape)
+            k = self.size()
+            return matmul(sub(_matrix_of(rows, k)), sub(_matrix_of(k, cols)))
+        if kind == "transpose":
+            rows, cols = matrix_shape(shape)
+            return transpose(sub(_matrix_of(cols, rows)))
+        if kind == "reduction":
+            reduction = draw(st.sampled_from([sum_, mean, logsumexp]))
+            inner = canonical_shape((self.size(),)) if reduction is logsumexp else self.tensor_shape()
+            return reduction(sub(inner))
+        if kind == "cosine":  # cosine similarity of two vectors
+            n = canonical_shape((self.size(),))
+            u, v = sub(n), sub(n)
+            return sum_(u * v) / sp.sqrt(sum_(u * u) * sum_(v * v))
+        if kind == "softmax":
+            return draw(st.sampled_from([softmax, lambda v: sp.log(softmax(v))]))(sub())
+        return self.normalised(sub())
+
+    def around(self, a: sp.Expr, depth: int) -> sp.Expr:
+        """An operation with ``a`` as one argument and expressions of ``depth`` as the others: the next layer
+        of a network on ``a`` (``E @ a``, ``a @ E``, ``a + E``, ``E * a``, ``a / (E**2 + 1)``, ``f(a)``, ...)."""
+        draw = self.draw
+        shape = infer_shape(a, self.shape_of)
+        rows, cols = matrix_shape(shape)
+        forms = ["matmul", "function", "sum", "difference", "scaling", "product", "quotient", "power", "matmul_right"]
+        if shape:
+            forms += ["transpose", "reduction"]
+        if len(shape) == 1:
+            forms += ["softmax", "normalise", "cosine", "normalise", "cosine"]  # normalisations twice as often
+        kind = draw(st.sampled_from(forms))
+        sub = lambda s=shape: self.expression(s, depth)  # noqa: E731
+        swap = lambda u, v: (u, v) if draw(st.booleans()) else (v, u)  # noqa: E731
+        if kind == "matmul":  # E @ a
+            return matmul(sub(_matrix_of(self.size(), rows)), a)
+        if kind == "matmul_right":  # a @ E
+            return matmul(a, sub(_matrix_of(cols, self.size())))
+        if kind == "function":
+            return _domain_safe_unary(draw, a)
+        if kind == "sum":
+            return sp.Add(*swap(a, sub(self.either(shape))))
+        if kind == "difference":
+            u, v = swap(a, sub(self.either(shape)))
+            return u - v
+        if kind == "scaling":  # by a per-sample (or fixed) scalar expression, never a bare quantity
+            return self.expression((), max(depth, 1)) * a
+        if kind == "product":
+            return a * sub(self.either(shape))
+        if kind == "quotient":
+            u, v = swap(a, sub(shape))
+            return u / _positive(draw, v)
+        if kind == "power":
+            return self.power(a)
+        if kind == "transpose":
+            return transpose(a)
+        if kind == "reduction":
+            return draw(st.sampled_from([sum_, mean] + ([logsumexp] if len(shape) == 1 else [])))(a)
+        if kind == "softmax":
+            return draw(st.sampled_from([softmax, lambda v: sp.log(softmax(v))]))(a)
+        if kind == "cosine":
+            v = sub()
+            return sum_(a * v) / sp.sqrt(sum_(a * a) * sum_(v * v))
+        return self.normalised(a)
+
+    def power(self, u: sp.Expr) -> sp.Expr:
+        """``u`` to an integer power, or a positive function of it to a fractional, negative or parameter power."""
+        draw = self.draw
+        exponent = draw(st.sampled_from(["2", "3", "fractional", "negative", "parameter"]))
+        if exponent in ("2", "3"):
+            return u ** int(exponent)
+        if exponent == "fractional":
+            return _positive(draw, u) ** draw(st.sampled_from([HALF, THREE_HALVES]))
+        if exponent == "negative":
+            return _positive(draw, u) ** draw(st.sampled_from([sp.Integer(-1), sp.Integer(-2), -HALF, -THREE_HALVES]))
+        return _positive(draw, u) ** self.param(())
+
+    def normalised(self, v: sp.Expr) -> sp.Expr:
+        """v/sqrt(sum(v*v)) (L2), layer norm (v - mean(v))/sqrt(var + eps), or RMSNorm v/sqrt(mean(v**2) + eps)."""
+        draw = self.draw
+        kind = draw(st.sampled_from(["l2", "layer", "rms"]))
+        if kind == "l2":
+            return v / sp.sqrt(sum_(v * v))
+        eps = draw(st.sampled_from(EPSILONS))
+        if kind == "rms":
+            return v / sp.sqrt(mean(v ** 2) + eps)
+        centred = v - mean(v)
+        return centred / sp.sqrt(mean(centred ** 2) + eps)
 
 
 @st.composite
-def tensor_graphs(draw, max_nodes: int = 6, min_size: int = 1) -> GraphSpec:
-    """Networks of vectors and matrices of sizes ``min_size`` to 4 (with some scalars), and a scalar loss."""
-    b = Builder(draw, "tensor")
-    b.min_size = min_size
-    b.declare("input", (_size(b),), "x")
-    if draw(st.booleans()):
-        b.declare("input", (), "s")
+def tensor_graphs(draw, max_nodes: int = 4, max_depth: int = 2) -> GraphSpec:
+    """Networks of 1 to ``max_nodes`` nodes. Each node applies one or two operations (:meth:`TensorBuilder.around`)
+    to a node no later node uses yet (or the input vector ``x0``), with random expressions of depth up to
+    ``max_depth`` in the other argument positions; or it is an alias of an earlier node. Inputs (per-sample
+    scalars, vectors, rows, matrices) and parameters are declared as the expressions draw them."""
+    b = TensorBuilder(draw, "tensor")
+    x = b.data(canonical_shape((b.size(),)))
     for _ in range(draw(st.integers(1, max_nodes))):
-        b.add_node(_tensor_node(b))
+        if b.spec.nodes and draw(st.integers(0, 7)) == 0:  # an alias, q = "p"
+            b.add_node(b.pick(b.shape_of[b.latest()]))
+            continue
+        expr = b.unused[-1] if b.unused and draw(st.integers(0, 3)) else (b.pick() if b.spec.nodes else x)
+        for _ in range(draw(st.integers(1, 2))):
+            expr = b.around(expr, draw(st.integers(0, max_depth)))
+        b.add_node(expr)
     out = b.latest()
     shape = b.shape_of[out]
     if len(shape) == 1 and draw(st.booleans()):  # cross-entropy against soft targets
@@ -446,10 +608,10 @@ def tensor_graphs(draw, max_nodes: int = 6, min_size: int = 1) -> GraphSpec:
     else:
         y = b.declare("input", shape, "y", target="real")
         loss = sum_((out - y) ** 2) / 2 if shape else (out - y) ** 2 / 2
-    scalars = [s for s in b.pool(()) if s.name.startswith("h") and s != out]
+    scalars = [s for s in b.unused if b.shape_of[s] == () and s != out]
     if scalars and draw(st.booleans()):  # the loss combines another node
         loss = loss + draw(st.sampled_from(scalars)) / 4
     b.spec.loss = loss
     b.spec.seed = draw(st.integers(0, 2 ** 32 - 1))
-    b.spec.batch = draw(st.integers(3, 5))
+    b.spec.batches = batch_sizes(draw, b.spec)
     return b.spec

@@ -50,7 +50,8 @@ def test_breast_cancer_logistic_regression_classifies_held_out_samples(sklearn):
 
 
 @pytest.mark.parametrize("name, factor", [("mlp_sigmoid", 0.05), ("skip_connection", 0.05),
-                                          ("tied_autoencoder", 0.7)])
+                                          ("tied_autoencoder", 0.7), ("layer_norm", 0.05), ("rms_norm", 0.01),
+                                          ("cosine_similarity", 0.01)])
 def test_synthetic_layer_examples_reduce_their_loss(name, factor):
     """The teacher-generated sets are fitted closely; the autoencoder (6 -> 3 -> 6 on N(0, 1) data) can
     keep only about half the variance, so its loss goes from about 2.6 towards 1.5."""

@@ -131,5 +131,5 @@ def test_a_declared_column_prints_as_a_column_in_latex_and_computes_as_a_vector(
     latex = derive(g).to("latex")
     assert r"\frac{\partial L}{\partial \mathbf{w}}" in latex
     source = compile_gradient(g).source
-    assert 'w = np.asarray(params["w"], dtype=np.float64).reshape((3,))' in source
+    assert 'w = arrays["w"].reshape((3,))' in source
     assert '"w": np.reshape(dL_dw, (3, 1))' in source
