@@ -100,11 +100,13 @@ def on_dask(client, tmp_path, name, *args) -> dict:
 # ---- the numbers of one machine ------------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer", [["--optimizer", "sgd", "--lr", "2.0"], ADAM], ids=["sgd", "adam"])
 def test_five_full_batch_epochs_give_the_parameters_of_one_machine(client, mlp, tmp_path, optimizer):
-    local = one_machine(tmp_path, "local", MLP, "--data", mlp["dir"] / "data.npz", "--epochs", 5, *optimizer)
-    dask = on_dask(client, tmp_path, "dask", MLP, "--data", mlp["dir"] / "parquet", "--epochs", 5, *optimizer)
+    cli("train", MLP, "--epochs", 0, "--seed", 11, "--save-params", tmp_path / "start.npz")  # the same start
+    options = [MLP, "--epochs", 5, *optimizer, "--init-params", tmp_path / "start.npz"]
+    local = one_machine(tmp_path, "local", *options, "--data", mlp["dir"] / "data.npz")
+    dask = on_dask(client, tmp_path, "dask", *options, "--data", mlp["dir"] / "parquet")
     assert_close(dask["params"], local["params"])
     assert_same_history(dask["history"], local["history"])
-    start = initial_params(mlp["graph"], 0)
+    start = params_of(tmp_path / "start.npz")
     assert all(np.max(np.abs(local["params"][k] - start[k])) > 1e-2 for k in start)  # the epochs moved them
     assert "8 blocks kept in the memory of 2 Dask workers" in dask["output"]
 
