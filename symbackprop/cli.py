@@ -14,7 +14,7 @@ import glob
 import shlex
 import sys
 import tomllib
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -412,22 +412,22 @@ def training_data(m, model: str, data_path: str | None, held_out: str | None, en
     if engine == "dask" and data_path is not None and table.get("test_fraction"):
         click.echo(f"Warning: {model}: [data] test_fraction is not applied to --data with --engine dask (the data "
                    "stay in their partitions on the workers); give --held-out SOURCE for held-out data", err=True)
-    with data_warnings():
-        if engine == "dask":
-            from .dask_train import dask_dataset
-            held_out_part = data_path is None and table.get("test_fraction")
-            if s["patience"] is not None and held_out is None and not held_out_part:
-                raise UserError("--patience: early stopping watches the held-out loss: give --held-out SOURCE")
-            data = model_data(m.graph, table, source=model) if data_path is None else data_path
-            context = dask_dataset(compiled, data, held_out, batch_size=s["batch_size"], seed=s["seed"],
-                                   predict=s["predict"], target=s["target"], **cluster)
-        else:
-            data = model_data(m.graph, table, data_path, source=model)
-            if held_out is not None:
-                data.held_out = load_data(held_out, m.graph)
-            context = nullcontext(data)
-        with context as opened:
-            yield opened
+    with ExitStack() as opened:
+        with data_warnings():  # the loading's warnings, shown before training starts
+            if engine == "dask":
+                from .dask_train import dask_dataset
+                held_out_part = data_path is None and table.get("test_fraction")
+                if s["patience"] is not None and held_out is None and not held_out_part:
+                    raise UserError("--patience: early stopping watches the held-out loss: give --held-out SOURCE")
+                source = model_data(m.graph, table, source=model) if data_path is None else data_path
+                data = opened.enter_context(dask_dataset(compiled, source, held_out, batch_size=s["batch_size"],
+                                                         seed=s["seed"], predict=s["predict"], target=s["target"],
+                                                         **cluster))
+            else:
+                data = model_data(m.graph, table, data_path, source=model)
+                if held_out is not None:
+                    data.held_out = load_data(held_out, m.graph)
+        yield data
 
 
 @main.command()

@@ -164,7 +164,8 @@ def dask_dataset(compiled: CompiledGradient, data: str | Path | Dataset, held_ou
             opened.callback(_quietly, loaded.close)
             engine = DaskGradient(compiled, loaded, timeout)
             opened.callback(_quietly, engine.close)
-            return DaskGradients(engine, compiled, predict, target, seed, full_batch=trains and rows is None)
+            full_batch = trains and (rows is None or rows >= loaded.total)
+            return DaskGradients(engine, compiled, predict, target, seed, full_batch=full_batch)
         train = source(train_source, batch_size, True)
         held = source(held_source, None, False) if held_source is not None else None
         origin = f"{data.description} scattered from this process" if isinstance(data, Dataset) else str(data)

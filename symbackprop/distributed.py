@@ -175,8 +175,12 @@ def connect(scheduler: str | None = None, workers: int | None = None, timeout: f
         options = {"n_workers": workers or default_workers(), "threads_per_worker": 1, "processes": True,
                    "dashboard_address": ":0", **({"silence_logs": logging.CRITICAL + 1} if quiet else {}),
                    **cluster_options}
-        with _interrupts_ignored() if quiet else contextlib.nullcontext():
-            cluster = distributed.LocalCluster(**options)
+        try:
+            with _interrupts_ignored() if quiet else contextlib.nullcontext():
+                cluster = distributed.LocalCluster(**options)
+        except (OSError, RuntimeError, TimeoutError, ValueError) as e:  # ports, memory, a bad option
+            raise DistributedError(f"cannot start a local Dask cluster of {options['n_workers']} workers "
+                                   f"({_one_line(e)})") from None
         with cluster, distributed.Client(cluster, timeout=timeout) as client:
             if quiet:
                 client.register_plugin(_interrupt_plugin())
