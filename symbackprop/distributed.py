@@ -21,7 +21,8 @@ if the count is not the expected one: never a silently partial sum.
 
 What travels, and when: the gradient once per :class:`DaskGradient` (a generated module as its source
 text, compiled once in each worker process; any other callable pickled), the parameters once per step
-(broadcast to every worker), and back from each block only its count, loss and gradients. The data
+(a node of the step's graph: a worker that needs them fetches them from one that has them), and back
+from each block only its count, loss and gradients. The data
 stay on the workers (``persist=True``: read once, kept in worker memory, spilled to disk by Dask when
 memory runs short), or are read from the files at every step (``persist=False``: for data larger than
 the cluster's memory).
@@ -45,6 +46,8 @@ import signal
 import threading
 import time
 import types
+import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -469,7 +472,7 @@ class DaskData:
         names = [f"partition {i}" for i in range(len(partitions))]
         if all(isinstance(p, Mapping) for p in partitions):
             local = [_array_block(dict(p), layout, name) for p, name in zip(partitions, names)]
-            futures = [_scatter(client, block, timeout, broadcast=False) for block in local]
+            futures = [_scatter(client, block, timeout) for block in local]
             return cls(client, futures, [sample_count(b) for b in local], names, layout, True, local)
         blocks = [dask.delayed(_array_block, pure=True)(p, layout, name) for p, name in zip(partitions, names)]
         return cls._load(client, blocks, names, layout, True, None, timeout)
@@ -566,14 +569,22 @@ def _key(prefix: str, part: Partition) -> str:
     return f"symbackprop-{prefix}-{digest}"
 
 
-def _scatter(client: Any, value: Any, timeout: float | None, broadcast: bool = True) -> Any:
-    """A future of ``value`` held by the workers (every worker with ``broadcast``). A worker that dies while
-    it is being sent ``value`` fails the send: it is sent again once the scheduler has noticed (to the
-    workers left), RESUBMITS times at most, then a LostWork error."""
+def _literal(value: Any, kind: str) -> Any:
+    """``value`` as a node of a Dask graph (a ``Delayed``): it travels with the graph that uses it, and
+    the scheduler can compute it again on another worker if the one holding it dies. (Scattered data
+    cannot be recomputed, and a scatter broadcast to a worker that has just died can hang.)"""
+    dask, _ = _dask()
+    return dask.delayed(value, name=f"symbackprop-{kind}-{uuid.uuid4().hex}", traverse=False)
+
+
+def _scatter(client: Any, value: Any, timeout: float | None) -> Any:
+    """A future of ``value``, held by one worker: for blocks of this process's data, which the step scatters
+    again from this process if that worker dies. A worker dying under the send fails it: it is sent
+    again once the scheduler has noticed, RESUBMITS times at most, then a LostWork error."""
     _, distributed = _dask()
     for attempt in range(RESUBMITS + 1):
         try:  # a list of one value: scattering a dict itself would scatter its arrays under their names
-            return client.scatter([value], broadcast=broadcast, hash=False, timeout=timeout)[0]
+            return client.scatter([value], hash=False, timeout=timeout)[0]
         except (TimeoutError, distributed.TimeoutError):
             raise DistributedError(f"the cluster did not take the data within {timeout} s") from None
         except OSError as e:  # the connection to a worker closed under the send
@@ -716,7 +727,7 @@ class DaskGradient:
             raise UserError(f"the data hold inputs {sorted(q.name for q in data.layout)}, the gradient "
                             f"expects {sorted(q.name for q in layout)}")
         self.data, self.client, self.timeout = data, data.client, timeout
-        self._gradient = _scatter(self.client, self.remote, timeout)
+        self._gradient = self.client.compute(_literal(self.remote, "gradient"))  # held by a worker; recomputable
 
     def __enter__(self) -> "DaskGradient":
         return self
@@ -793,22 +804,22 @@ class DaskGradient:
         return index
 
     def _submit(self, task: tuple, params: dict, index: list[int]) -> list:
-        """One future per block; the parameters are scattered once, to every worker."""
-        sent = _scatter(self.client, params, self.timeout)
-        return _compute_each(self.client, task[0], [(self._gradient, sent, self.data.blocks[i], *task[1:])
-                                                    for i in index])
+        """One future per block; the parameters go with the step's graph, once (a worker that needs them
+        fetches them from the one that holds them; Dask recomputes them if that worker dies)."""
+        sent = _literal(params, "params")
+        with warnings.catch_warnings():  # large parameters make a large graph; they are in it once
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return _compute_each(self.client, task[0], [(self._gradient, sent, self.data.blocks[i], *task[1:])
+                                                        for i in index])
 
     def _scatter_lost(self) -> bool:
-        """Scatter again, from this process's copies, the gradient and the blocks whose data were lost
-        with a worker. False if nothing could be scattered again: the step cannot be retried."""
+        """Scatter again, from this process's copies, the blocks whose data were lost with a worker.
+        False if nothing could be scattered again: the step cannot be retried."""
         try:
             again = False
-            if self._gradient.status != "finished":
-                self._gradient = _scatter(self.client, self.remote, self.timeout)
-                again = True
             for i, block in enumerate(self.data.blocks):
                 if self.data.local is not None and block.status != "finished":
-                    self.data.blocks[i] = _scatter(self.client, self.data.local[i], self.timeout, broadcast=False)
+                    self.data.blocks[i] = _scatter(self.client, self.data.local[i], self.timeout)
                     again = True
             return again
         except Exception:  # the scheduler itself is gone: the step's own error says what was lost

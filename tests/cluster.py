@@ -50,11 +50,18 @@ def worker_killed_in_next_step(client):
     gate(client, False)
     killed = []
 
+    def running() -> dict[str, int]:  # the step's tasks (not those holding its parameters) each worker runs
+        return client.run(lambda dask_worker: sum(str(t.key).startswith("_partial") for t in dask_worker.state.executing))
+
     def kill():
-        running = lambda: client.run(lambda dask_worker: len(dask_worker.state.executing))
         try:
-            wait_until(lambda: any(running().values()))
-            victim = next(address for address, tasks in running().items() if tasks)
+            seen: dict[str, int] = {}
+
+            def some_running() -> bool:
+                seen.update(running())
+                return any(seen.values())
+            wait_until(some_running)
+            victim = next(address for address, tasks in seen.items() if tasks)
             os.kill(client.run(os.getpid)[victim], signal.SIGKILL)
             killed.append(victim)
         finally:
