@@ -177,7 +177,7 @@ def test_eight_parquet_partitions_larger_than_a_workers_memory_train(client, tmp
         shutil.copy(first, tmp_path / "parts" / f"p{i}.parquet")
     assert 8 * rows * 16 * 8 > WORKER_MEMORY
     pids = client.run(os.getpid)
-    options = [path, "--optimizer", "sgd", "--lr", 0.1, "--epochs", 2]
+    options = [path, "--optimizer", "sgd", "--lr", 0.1, "--epochs", 1]
     local = one_machine(tmp_path, "local", *options, "--data", tmp_path / "base.npz")
     dask = on_dask(client, tmp_path, "dask", *options, "--data", tmp_path / "parts")
     assert f"on {8 * rows} samples" in dask["output"]
