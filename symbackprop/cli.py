@@ -443,7 +443,7 @@ def training_data(m, model: str, data_path: str | None, held_out: str | None, en
                    "(needs pip install 'symbackprop[dask]'; see docs/distributed.md).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --engine dask: the scheduler of a running cluster (tcp://host:8786).  [a local cluster]")
-@click.option("--workers", type=click.IntRange(min=1),
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="With --engine dask: worker processes of the local cluster started (and closed) for the run.  "
                    "[one per CPU core, at most 8]")
 @click.option("--stream/--in-memory", "stream", default=None,
