@@ -11,8 +11,15 @@ and gradients. Two workloads:
 * the seed (2 columns, a few operations per sample: memory-bound), N = 2,000,000;
 * a 64-32-10 tanh + softmax cross-entropy MLP (digits-sized), N = 200,000.
 
-Fixed cost: the time of a step on 16 samples, in 1, 8 or 64 blocks, on 1 and 2 workers: scattering
+Fixed cost: the time of a step on 64 samples, in 1, 8 or 64 blocks, on 1 and 2 workers: scattering
 the parameters, one task per block, fetching and adding up the partial results.
+
+Training overhead (``train --engine dask``): the time per epoch of a 5-epoch full-batch run of the
+training loop (:func:`symbackprop.train.train` over :class:`~symbackprop.dask_train.DaskGradients`: Adam
+steps and history rows, with and without a checkpoint written after every epoch) against bare engine
+steps (one per epoch, and one for the row of epoch 0), on 2 workers and 64 samples in 8 blocks: the
+loop's own cost per epoch; and the same loop when the history row and the next step's gradient are two
+passes over the data instead of one.
 
 Sending the gradient (once per run): the generated module's source text, compiled by each worker,
 against the function pickled by value (cloudpickle); payload size, and the time from sending to the
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import tempfile
 import time
 
 from _common import (check_same_results, environment, limit_threads, mlp_params, np, seed_graph, table,
@@ -106,6 +114,37 @@ def fixed_cost(clients: dict[int, object], repeats: int) -> str:
         ["workers", "blocks", "median per step (ms)", "spread (min/max)", "per block (ms)"], rows) + "\n"
 
 
+def training_overhead(client, repeats: int, tmp: str) -> str:
+    _, _, sd = dask_modules()
+    from symbackprop.dask_train import DaskGradients
+    from symbackprop.optim import make_optimizer
+    from symbackprop.train import train
+    graph = tanh_mlp([64, 32, 10], "xent")
+    compiled = compile_gradient(graph)
+    rng = np.random.default_rng(3)
+    data = sd.DaskData.from_arrays({"x": rng.normal(size=(64, 64)), "y": np.eye(10)[rng.integers(0, 10, 64)]},
+                                   client, blocks=8)
+    epochs = 5
+    with sd.DaskGradient(compiled, data) as engine:
+        one_pass, two_passes = DaskGradients(engine, compiled, full_batch=True), DaskGradients(engine, compiled)
+        params = mlp_params([64, 32, 10], rng)
+        fit = lambda source, **files: train(graph, source, optimizer=make_optimizer("adam", lr=1e-3),
+                                            epochs=epochs, **files)
+        reference = "engine steps alone (one per epoch, one for epoch 0's row)"
+        candidates = {reference: lambda: [engine.loss_and_grad(params) for _ in range(epochs + 1)],
+                      "train epoch: step and history row in one pass": lambda: fit(one_pass),
+                      "train epoch, with a checkpoint after it": lambda: fit(one_pass, checkpoint=f"{tmp}/c.npz"),
+                      "train epoch, step and history row as two passes": lambda: fit(two_passes)}
+        timings = time_side_by_side(candidates, repeats=repeats)
+    data.close()
+    step = timings[reference].median / epochs
+    rows = [[t.name, f"{t.median / epochs * 1e3:.1f}", t.spread, f"{(t.median / epochs - step) * 1e3:+.1f}"]
+            for t in timings.values()]
+    return ("#### train --engine dask: a full-batch epoch (2 workers, 64 samples in 8 blocks, 64-32-10 MLP, "
+            "Adam)\n\n" + table(["what", "median per epoch (ms)", "spread (min/max)",
+                                  "more than the engine steps (ms)"], rows) + "\n")
+
+
 def shipping(client, repeats: int) -> str:
     cloudpickle, _, sd = dask_modules()
     compiled = compile_gradient(tanh_mlp([64, 32, 10], "xent"))
@@ -141,9 +180,11 @@ def run(repeats: int = 7, quick: bool = False) -> str:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         clients = {w: stack.enter_context(sd.connect(workers=w, silence_logs=logging.ERROR)) for w in (1, 2)}
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         parts = [f"### Dask engine: data-parallel gradients\n\n{environment()}; {repeats} repeats, median; "
                  "workers are processes of a LocalCluster on this machine, one thread each.\n",
-                 throughput(clients, repeats, quick), fixed_cost(clients, repeats), shipping(clients[2], repeats)]
+                 throughput(clients, repeats, quick), fixed_cost(clients, repeats),
+                 training_overhead(clients[2], repeats, tmp), shipping(clients[2], repeats)]
     parts.append(f"_Dask benchmark time: {time.perf_counter() - start:.0f} s._\n")
     return "\n".join(parts)
 

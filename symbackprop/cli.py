@@ -10,10 +10,11 @@ one line on stderr, never a traceback, with the exit status the README gives:
 """
 from __future__ import annotations
 
+import glob
 import shlex
 import sys
 import tomllib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -363,22 +364,100 @@ def print_summary(result) -> None:
         click.echo(f"held-out loss {kept['held_out_loss']:.6g}")
 
 
-def interrupted(model: str, checkpoint: str | None, epoch: int | None, total: int) -> str:
-    """What Ctrl-C leaves behind, in one line: the last checkpoint and the command that resumes it."""
+def resume_hint(model: str, checkpoint: str | None) -> str | None:
+    """Where the last checkpoint is and the command that resumes from it; None without a checkpoint."""
     from .train import checkpoint_epoch
-    where = f"Interrupted{f' during epoch {epoch + 1} of {total}' if epoch is not None else ''}"
     saved = checkpoint_epoch(checkpoint) if checkpoint else None
     if saved is None:
+        return None
+    return (f"the last checkpoint (epoch {saved}) is {checkpoint}; resume with: symbackprop train "
+            f"{shlex.quote(model)} --checkpoint {shlex.quote(checkpoint)} --resume (and the other options as before)")
+
+
+def interrupted(model: str, checkpoint: str | None, epoch: int | None, total: int) -> str:
+    """What Ctrl-C leaves behind, in one line: the last checkpoint and the command that resumes it."""
+    where = f"Interrupted{f' during epoch {epoch + 1} of {total}' if epoch is not None else ''}"
+    hint = resume_hint(model, checkpoint)
+    if hint is None:
         return (f"{where}; no checkpoint was written, so the run cannot be resumed (train with --checkpoint "
                 "FILE to be able to resume)")
-    return (f"{where}. The last checkpoint (epoch {saved}) is {checkpoint}; resume with: symbackprop train "
-            f"{shlex.quote(model)} --checkpoint {shlex.quote(checkpoint)} --resume (and the other options as before)")
+    return f"{where}. {hint[0].upper()}{hint[1:]}"
+
+
+def check_engine_options(engine: str, data_path: str | None, scheduler: str | None, workers: int | None,
+                         stream: bool | None, timeout: float | None) -> None:
+    """The cluster's options need --engine dask, and partitioned data need it: one line naming the option."""
+    if engine == "dask":
+        if scheduler is not None and workers is not None:
+            raise UserError("--scheduler and --workers: give the address of a running cluster, or the number of "
+                            "workers of a local one, not both")
+        if stream is not None and data_path is None:
+            raise UserError(f"--{'stream' if stream else 'in-memory'} says how the workers read the files of --data: "
+                            "give --data (the model's own [data] are scattered from this process)")
+        return
+    for option, value in (("--scheduler", scheduler), ("--workers", workers),
+                          ("--stream" if stream else "--in-memory", stream), ("--timeout", timeout)):
+        if value is not None:
+            raise UserError(f"{option} is an option of the Dask engine: add --engine dask")
+    if data_path is not None and (Path(data_path).is_dir() or glob.has_magic(data_path)):
+        raise UserError(f"--data {data_path}: a directory or pattern of partition files is read by the Dask "
+                        "engine (add --engine dask); the default engine reads one .csv or .npz file")
+
+
+@contextmanager
+def training_data(m, model: str, data_path: str | None, held_out: str | None, engine: str, compiled, s: dict,
+                  **cluster):
+    """The data a run trains on (a Dataset: training arrays and a held-out part; or, with the Dask
+    engine, a DaskDataset of gradient sources on a cluster, connected and released here)."""
+    from .data import load_data, model_data
+    table = dict(m.data or {})
+    if held_out is not None and table.pop("test_fraction", 0):
+        click.echo("Warning: --held-out replaces the model's [data] test_fraction (the training data are not "
+                   "split)", err=True)
+    if engine == "dask" and data_path is not None and table.get("test_fraction"):
+        click.echo(f"Warning: {model}: [data] test_fraction is not applied to --data with --engine dask (the data "
+                   "stay in their partitions on the workers); give --held-out SOURCE for held-out data", err=True)
+    with ExitStack() as opened:
+        with data_warnings():  # the loading's warnings, shown before training starts
+            if engine == "dask":
+                from .dask_train import dask_dataset
+                held_out_part = data_path is None and table.get("test_fraction")
+                if s["patience"] is not None and held_out is None and not held_out_part:
+                    raise UserError("--patience: early stopping watches the held-out loss: give --held-out SOURCE")
+                source = model_data(m.graph, table, source=model) if data_path is None else data_path
+                data = opened.enter_context(dask_dataset(compiled, source, held_out, batch_size=s["batch_size"],
+                                                         seed=s["seed"], predict=s["predict"], target=s["target"],
+                                                         **cluster))
+            else:
+                data = model_data(m.graph, table, data_path, source=model)
+                if held_out is not None:
+                    data.held_out = load_data(held_out, m.graph)
+        yield data
 
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help="Training data: .csv with a header naming the inputs, or .npz. Default: the model's [data].")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Training data: .csv with a header naming the inputs, or .npz; with --engine dask a glob or "
+                   "directory of Parquet or CSV files ('parts/*.parquet'). Default: the model's [data].")
+@click.option("--held-out", type=click.Path(), metavar="SOURCE",
+              help="Held-out data, evaluated after every epoch (for --patience), as --data takes them; replaces "
+                   "the model's [data] test_fraction.")
+@click.option("--engine", type=click.Choice(["numpy", "dask"]), default="numpy", show_default=True,
+              help="numpy: this process; dask: the workers of a Dask cluster, each on the blocks of data it holds "
+                   "(needs pip install 'symbackprop[dask]'; see docs/distributed.md).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --engine dask: the scheduler of a running cluster (tcp://host:8786).  [a local cluster]")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="With --engine dask: worker processes of the local cluster started (and closed) for the run.  "
+                   "[one per CPU core, at most 8]")
+@click.option("--stream/--in-memory", "stream", default=None,
+              help="With --engine dask: read the --data files at every step (data larger than the workers' "
+                   "memory), or once, keeping them in worker memory.  [in memory when they take at most half "
+                   "of the workers' memory]")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --engine dask: the longest wait for connecting and for each step; past it the run "
+                   "stops with an error (the last checkpoint kept).  [connecting 30, steps no limit]")
 @click.option("--optimizer", type=OPTIMIZER_CHOICE,
               help="sgd, rmsprop, adam or adamw, as torch.optim defines them.  [model, else sgd]")
 @click.option("--lr", type=float, help="Learning rate eta.  [model, else torch's default: 0.001; rmsprop 0.01]")
@@ -405,8 +484,9 @@ def interrupted(model: str, checkpoint: str | None, epoch: int | None, total: in
 @click.option("--resume", is_flag=True, help="Continue exactly from --checkpoint where the last run stopped.")
 @click.option("--force", is_flag=True, help="Overwrite existing --history/--plot/--checkpoint/--save-params files.")
 @click.option("--quiet", is_flag=True, help="Only the final summary: no header, no progress.")
-def train(model, data_path, optimizer, lr, epochs, batch_size, seed, schedule, patience, overrides, init_params,
-          save_params, history, plot, checkpoint, resume, force, quiet):
+def train(model, data_path, held_out, engine, scheduler, workers, stream, timeout, optimizer, lr, epochs,
+          batch_size, seed, schedule, patience, overrides, init_params, save_params, history, plot, checkpoint,
+          resume, force, quiet):
     """Train MODEL with the symbolic gradient, compiled to NumPy once.
 
     The update is plain gradient descent w_new = w_old - eta * dL/dw unless an optimizer is chosen
@@ -414,12 +494,15 @@ def train(model, data_path, optimizer, lr, epochs, batch_size, seed, schedule, p
     the model's own [data] table is used. Settings come from the options, then --set, then the model's
     [train] table, then the defaults shown. Every output is checked before training starts. Progress
     goes to stderr: a bar on a terminal, a line every few seconds in a log.
+
+    With --engine dask the gradients are computed on a Dask cluster, block by block where the data
+    live, and added up here: full batches give the numbers of one machine; a mini-batch is a group of
+    whole blocks of at most --batch-size samples (docs/distributed.md).
     """
     from .compile import compile_gradient
-    from .data import model_data
     from .paramfile import load_params, save_params as write_params
     from .progress import Progress
-    from .train import check_resume_epochs, train as run, train_settings
+    from .train import TrainingDiverged, check_resume_epochs, train as run, train_settings
     outputs = [("--save-params", save_params), ("--history", history), ("--plot", plot), ("--checkpoint", checkpoint)]
     progress, done = None, {"epoch": None, "total": 0}
     try:
@@ -428,6 +511,7 @@ def train(model, data_path, optimizer, lr, epochs, batch_size, seed, schedule, p
                 raise UserError("--resume needs --checkpoint FILE")
             if resume and init_params:
                 raise UserError("--init-params and --resume: a resumed run continues from its checkpoint's parameters")
+            check_engine_options(engine, data_path, scheduler, workers, stream, timeout)
             refuse_to_replace(outputs, force or resume)
             check_outputs(outputs)
             m = load(model)
@@ -440,33 +524,41 @@ def train(model, data_path, optimizer, lr, epochs, batch_size, seed, schedule, p
             if resume:
                 check_resume_epochs(checkpoint, s["epochs"])
             start = load_params(init_params, g) if init_params else None
-            with data_warnings():
-                data = model_data(g, m.data, data_path, source=model)
             compiled = compile_gradient(g, source=model)
-            if not quiet:
-                held = f", {data.held_out_size} held out" if data.held_out else ""
-                click.echo(f"training '{g.name}' on {data.size} samples ({data.description}{held})", err=True)
-                click.echo(f"  {count_params(g)}, {describe_settings(s)}, {s['epochs']} epochs, "
-                           f"batch {s['batch_size'] or 'full'}, seed {s['seed']}", err=True)
-                if resume:
-                    click.echo(f"resuming from {checkpoint}", err=True)
-
-            def on_start(epoch):
-                nonlocal progress
-                done["epoch"] = epoch
+            cluster = {"scheduler": scheduler, "workers": workers, "timeout": timeout,
+                       "persist": None if stream is None else not stream} if engine == "dask" else {}
+            with training_data(m, model, data_path, held_out, engine, compiled, s, **cluster) as data:
                 if not quiet:
-                    progress = Progress(s["epochs"], epoch)
-                    progress.start()
+                    held = f", {data.held_out_size} held out" if data.held_out else ""
+                    click.echo(f"training '{g.name}' on {data.size} samples ({data.description}{held})", err=True)
+                    click.echo(f"  {count_params(g)}, {describe_settings(s)}, {s['epochs']} epochs, "
+                               f"batch {s['batch_size'] or 'full'}, seed {s['seed']}", err=True)
+                    if resume:
+                        click.echo(f"resuming from {checkpoint}", err=True)
 
-            def on_epoch(row):
-                done["epoch"] = row["epoch"]
-                if progress is not None:
-                    progress.update(row["epoch"], row["loss"])
+                def on_start(epoch):
+                    nonlocal progress
+                    done["epoch"] = epoch
+                    if not quiet:
+                        progress = Progress(s["epochs"], epoch)
+                        progress.start()
 
-            result = run(g, data, epochs=s["epochs"], batch_size=s["batch_size"], seed=s["seed"], params=start,
-                         on_epoch=on_epoch, on_start=on_start, checkpoint=checkpoint, resume=resume,
-                         history_csv=history, plot=plot, predict=s["predict"], target=s["target"],
-                         compiled=compiled, optimizer=s["optimizer"], schedule=s["schedule"], patience=s["patience"])
+                def on_epoch(row):
+                    done["epoch"] = row["epoch"]
+                    if progress is not None:
+                        progress.update(row["epoch"], row["loss"])
+
+                try:
+                    result = run(g, data.train, held_out=data.held_out, epochs=s["epochs"],
+                                 batch_size=s["batch_size"], seed=s["seed"], params=start, on_epoch=on_epoch,
+                                 on_start=on_start, checkpoint=checkpoint, resume=resume, history_csv=history,
+                                 plot=plot, predict=s["predict"], target=s["target"], compiled=compiled,
+                                 optimizer=s["optimizer"], schedule=s["schedule"], patience=s["patience"])
+                except UserError as e:  # a cluster's fault or bad data met mid-run: say what is left
+                    hint = resume_hint(model, checkpoint) if done["epoch"] is not None else None
+                    if hint is None or isinstance(e, TrainingDiverged):  # which says it already
+                        raise
+                    raise UserError(f"{e}; {hint}") from None
             if progress is not None:
                 progress.finish()
             if save_params:

@@ -21,7 +21,8 @@ if the count is not the expected one: never a silently partial sum.
 
 What travels, and when: the gradient once per :class:`DaskGradient` (a generated module as its source
 text, compiled once in each worker process; any other callable pickled), the parameters once per step
-(broadcast to every worker), and back from each block only its count, loss and gradients. The data
+(a node of the step's graph: a worker that needs them fetches them from one that has them), and back
+from each block only its count, loss and gradients. The data
 stay on the workers (``persist=True``: read once, kept in worker memory, spilled to disk by Dask when
 memory runs short), or are read from the files at every step (``persist=False``: for data larger than
 the cluster's memory).
@@ -39,8 +40,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import linecache
+import logging
 import os
+import signal
+import threading
+import time
 import types
+import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,6 +62,8 @@ from .partitions import Partition, list_partitions, read_partition
 
 GATHER_CHUNK = 64  # partial results fetched at once: bounds the client's memory to this many gradients
 RESUBMITS = 3  # how often a step resubmits the blocks of scattered data that a lost worker held
+MAX_LOCAL_WORKERS = 8  # default LocalCluster size: one process per core, at most this many (each ~200 MB)
+MEMORY_SHARE = 0.5  # persist=None keeps the data in worker memory when they take at most this share of it
 
 
 class DistributedError(UserError):
@@ -82,31 +91,103 @@ def _one_line(e: BaseException) -> str:
 
 
 # ---- the cluster ----------------------------------------------------------------------------------------
+def default_workers() -> int:
+    """Worker processes of a LocalCluster when none are asked for: one per CPU core this process may use
+    (Dask's count, which honours cgroup limits), at most MAX_LOCAL_WORKERS."""
+    dask, _ = _dask()
+    import dask.system
+    return max(1, min(dask.system.CPU_COUNT, MAX_LOCAL_WORKERS))
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence Dask's log messages in this process (workers lost and restarted, failed tasks, connections
+    closed) and asyncio's, so that an error is the one line its exception says; restored on leaving."""
+    from distributed.utils import silence_logging_cmgr
+    loggers = [logging.getLogger(name) for name in ("asyncio", "tornado")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        with silence_logging_cmgr(logging.CRITICAL + 1), silence_logging_cmgr(logging.CRITICAL + 1, root="bokeh"):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _ignore_interrupts() -> None:
+    """In a worker process: Ctrl-C is for the process that started the cluster, which then closes it
+    (a worker interrupted on its own prints a traceback and is restarted)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt_plugin() -> Any:
+    """A worker plugin that runs :func:`_ignore_interrupts` in every worker, restarted ones too."""
+    _, distributed = _dask()
+
+    class IgnoreInterrupts(distributed.WorkerPlugin):
+        name = "symbackprop-ignore-interrupts"
+
+        def setup(self, worker):
+            _ignore_interrupts()
+    return IgnoreInterrupts()
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process while worker processes are started: they inherit it from birth."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, timeout: float = 30,
-            **cluster_options: Any) -> Iterator[Any]:
+            quiet: bool = False, **cluster_options: Any) -> Iterator[Any]:
     """A ``distributed.Client``: to the scheduler at ``scheduler`` (``"tcp://host:8786"``), or else to a
-    ``LocalCluster`` of ``workers`` processes (default: one per CPU core, one thread each), started
-    here and closed on leaving the ``with`` block. ``cluster_options`` go to ``LocalCluster``
-    (``memory_limit="2GB"``, ``local_directory=...``).
+    ``LocalCluster`` of ``workers`` processes (default :func:`default_workers`: one per CPU core, at most
+    8; one thread each), started here and closed on leaving the ``with`` block. ``cluster_options`` go
+    to ``LocalCluster`` (``memory_limit="2GB"``, ``local_directory=...``).
+
+    ``quiet=True`` (the command line's choice) silences Dask's log messages while connected, and the
+    processes of a LocalCluster started here ignore Ctrl-C: it interrupts this process, which closes
+    them, instead of printing a traceback from each worker.
     """
     _, distributed = _dask()
     if scheduler is not None and workers is not None:
         raise UserError("give a scheduler address or a number of workers, not both")
-    if scheduler is not None:
+    with quiet_logs() if quiet else contextlib.nullcontext():
+        if scheduler is not None:
+            try:
+                client = distributed.Client(scheduler, timeout=timeout)
+            except (OSError, TimeoutError, ValueError) as e:
+                raise DistributedError(f"cannot connect to the Dask scheduler at {scheduler} "
+                                       f"({_one_line(e)})") from None
+            with client:
+                yield client
+            return
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise UserError(f"workers must be a whole number >= 1, got {workers!r}")
+        options = {"n_workers": workers or default_workers(), "threads_per_worker": 1, "processes": True,
+                   "dashboard_address": ":0", **({"silence_logs": logging.CRITICAL + 1} if quiet else {}),
+                   **cluster_options}
         try:
-            client = distributed.Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError, ValueError) as e:
-            raise DistributedError(f"cannot connect to the Dask scheduler at {scheduler} ({_one_line(e)})") from None
-        with client:
+            with _interrupts_ignored() if quiet else contextlib.nullcontext():
+                cluster = distributed.LocalCluster(**options)
+        except (OSError, RuntimeError, TimeoutError, ValueError) as e:  # ports, memory, a bad option
+            raise DistributedError(f"cannot start a local Dask cluster of {options['n_workers']} workers "
+                                   f"({_one_line(e)})") from None
+        with cluster, distributed.Client(cluster, timeout=timeout) as client:
+            if quiet:
+                client.register_plugin(_interrupt_plugin())
             yield client
-        return
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise UserError(f"workers must be a whole number >= 1, got {workers!r}")
-    options = {"n_workers": workers or os.cpu_count() or 1, "threads_per_worker": 1, "processes": True,
-               "dashboard_address": ":0", **cluster_options}
-    with distributed.LocalCluster(**options) as cluster, distributed.Client(cluster, timeout=timeout) as client:
-        yield client
 
 
 def _client(client: Any | None) -> Any:
@@ -243,18 +324,26 @@ def _partial_sums(gradient: RemoteGradient, params: dict, block: dict) -> tuple[
         return n, float(loss) * n, {k: np.asarray(g, dtype=np.float64) * n for k, g in grads.items()}
 
 
+CORRECT = "#correct"  # the key of the correct predictions among an evaluation's sums (no parameter's name)
+
+
 def _partial_evaluation(gradient: RemoteGradient, params: dict, block: dict, predict: str | None,
-                        target: str | None) -> tuple[int, float, dict]:
-    """n, the block's summed loss, and its number of correct predictions (with predict and target)."""
+                        target: str | None, gradients: bool = False) -> tuple[int, float, dict]:
+    """n, the block's summed loss, its number of correct predictions (with predict and target, under
+    CORRECT) and, with ``gradients``, n times its mean gradients (under the parameters' names): the
+    evaluation and the next full-batch step in one pass over the block."""
     from .train import accuracy
-    n = sample_count(block)
+    n, sums = sample_count(block), {}
     with np.errstate(all="ignore"):
+        if gradients:
+            sums = _partial_sums(gradient, params, block)[2]
         if gradient.forward is None or gradient.loss_name is None:
-            return n, float(gradient.loss_and_grad(params, block)[0]) * n, {}
+            return n, float(gradient.loss_and_grad(params, block)[0]) * n, sums
         values = gradient.forward(params, block)
         losses = np.broadcast_to(np.asarray(values[gradient.loss_name], dtype=np.float64), (n,))
-        correct = {"correct": float(round(accuracy(values, block, predict, target) * n))} if predict else {}
-        return n, float(losses.sum()), correct
+        if predict:
+            sums[CORRECT] = float(round(accuracy(values, block, predict, target) * n))
+        return n, float(losses.sum()), sums
 
 
 def _block_digest(block: dict) -> str:
@@ -294,18 +383,24 @@ class DaskData:
 
     # -- constructors --
     @classmethod
-    def from_files(cls, source: str | os.PathLike, model: Any, client: Any = None, persist: bool = True,
+    def from_files(cls, source: str | os.PathLike, model: Any, client: Any = None, persist: bool | None = True,
                    block_rows: int | None = None, timeout: float | None = None) -> "DaskData":
         """A glob or directory of Parquet or CSV files (see :mod:`symbackprop.partitions`), columns named
         as in CSV; one block per Parquet row group or CSV file, split into blocks of at most
         ``block_rows`` rows if given. ``model`` (graph, compiled gradient, generated module) gives the
         inputs' columns. Every file is read and checked once here, so bad data fail before a step.
+        ``persist=None`` keeps the blocks in worker memory when the data, as float64, take at most half
+        of the workers' memory limits together (:func:`estimated_bytes`), and reads them at every step
+        otherwise.
         """
         dask, _ = _dask()
         layout = model_layout(model)
         parts = list_partitions(source, layout)
+        client = _client(client)
+        if persist is None:
+            persist = estimated_bytes(parts, layout) <= MEMORY_SHARE * cluster_memory(client)
         read = [dask.delayed(read_partition, pure=True)(p, layout, dask_key_name=_key("read", p)) for p in parts]
-        return cls._load(_client(client), read, [str(p) for p in parts], layout, persist, block_rows, timeout)
+        return cls._load(client, read, [str(p) for p in parts], layout, persist, block_rows, timeout)
 
     @classmethod
     def from_dataframe(cls, frame: Any, model: Any, client: Any = None, persist: bool = True,
@@ -347,7 +442,7 @@ class DaskData:
             if block_rows is not None:
                 k = -(-n // _positive(block_rows, "block_rows"))
             else:
-                k = _positive(blocks, "blocks") if blocks is not None else len(client.scheduler_info()["workers"]) or 1
+                k = _positive(blocks, "blocks") if blocks is not None else len(workers_of(client)) or 1
             bounds = np.linspace(0, n, min(k, n) + 1).round().astype(int)
             parts = [{name: v[a:b] for name, v in data.items()} for a, b in zip(bounds, bounds[1:])]
             return cls.from_partitions(parts, client, timeout=timeout)
@@ -377,7 +472,7 @@ class DaskData:
         names = [f"partition {i}" for i in range(len(partitions))]
         if all(isinstance(p, Mapping) for p in partitions):
             local = [_array_block(dict(p), layout, name) for p, name in zip(partitions, names)]
-            futures = client.scatter(local, hash=False)
+            futures = [_scatter(client, block, timeout) for block in local]
             return cls(client, futures, [sample_count(b) for b in local], names, layout, True, local)
         blocks = [dask.delayed(_array_block, pure=True)(p, layout, name) for p, name in zip(partitions, names)]
         return cls._load(client, blocks, names, layout, True, None, timeout)
@@ -427,6 +522,31 @@ class DaskData:
         self.blocks, self.local = [], None
 
 
+def estimated_bytes(parts: Sequence[Partition], layout: Sequence[InputColumns]) -> int:
+    """The memory the partitions' data take as float64 arrays: exact for Parquet (its footers count the
+    rows), the file's size for CSV (whose rows are counted only when read; a number written with 8 to 20
+    characters takes 8 bytes)."""
+    columns = sum(len(q.columns) for q in layout)
+    total = 0
+    for p in parts:
+        total += p.rows * columns * 8 if p.rows is not None else os.path.getsize(p.path)
+    return total
+
+
+def workers_of(client: Any) -> dict[str, dict]:
+    """Every worker the scheduler knows: address -> what it says about it (memory limit, ...)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]  # some Dask versions list 5 unless asked
+    except TypeError:  # versions without n_workers list them all
+        return client.scheduler_info()["workers"]
+
+
+def cluster_memory(client: Any) -> float:
+    """The workers' memory limits added up, in bytes (infinite when a worker has no limit)."""
+    limits = [w.get("memory_limit") or 0 for w in workers_of(client).values()]
+    return float("inf") if not limits or 0 in limits else float(sum(limits))
+
+
 def _compute_each(client: Any, func: Callable, argument_lists: Sequence[tuple]) -> list:
     """Futures of ``func(*args)`` for each ``args``, sent to the scheduler at once (one message, not one
     per block). An argument may be a future (a block in worker memory) or a ``Delayed`` (a block read
@@ -447,6 +567,30 @@ def _positive(value: Any, name: str) -> int:
 def _key(prefix: str, part: Partition) -> str:
     digest = hashlib.sha256(repr(part).encode()).hexdigest()[:16]
     return f"symbackprop-{prefix}-{digest}"
+
+
+def _literal(value: Any, kind: str) -> Any:
+    """``value`` as a node of a Dask graph (a ``Delayed``): it travels with the graph that uses it, and
+    the scheduler can compute it again on another worker if the one holding it dies. (Scattered data
+    cannot be recomputed, and a scatter broadcast to a worker that has just died can hang.)"""
+    dask, _ = _dask()
+    return dask.delayed(value, name=f"symbackprop-{kind}-{uuid.uuid4().hex}", traverse=False)
+
+
+def _scatter(client: Any, value: Any, timeout: float | None) -> Any:
+    """A future of ``value``, held by one worker: for blocks of this process's data, which the step scatters
+    again from this process if that worker dies. A worker dying under the send fails it: it is sent
+    again once the scheduler has noticed, RESUBMITS times at most, then a LostWork error."""
+    _, distributed = _dask()
+    for attempt in range(RESUBMITS + 1):
+        try:  # a list of one value: scattering a dict itself would scatter its arrays under their names
+            return client.scatter([value], hash=False, timeout=timeout)[0]
+        except (TimeoutError, distributed.TimeoutError):
+            raise DistributedError(f"the cluster did not take the data within {timeout} s") from None
+        except OSError as e:  # the connection to a worker closed under the send
+            if attempt == RESUBMITS:
+                raise LostWork(f"the cluster lost the work: cannot send data to the workers ({_one_line(e)})") from None
+            time.sleep(0.25 * 2 ** attempt)
 
 
 def _gather(client: Any, futures: list, timeout: float | None) -> list:
@@ -508,7 +652,28 @@ def block_batches(blocks: int, seed: int, epoch: int, blocks_per_batch: int = 1)
     return [order[i:i + k] for i in range(0, len(order), k)]
 
 
+def sample_batches(counts: Sequence[int], seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """The batches of one epoch when a batch may hold at most ``batch_size`` samples: the blocks in
+    :func:`block_order`, grouped in that order into as many whole blocks as fit (at least one block;
+    blocks of at most ``batch_size`` rows, ``block_rows=batch_size``, never exceed it)."""
+    limit = _positive(batch_size, "batch_size")
+    batches: list[list[int]] = []
+    size = 0
+    for i in block_order(len(counts), seed, epoch).tolist():
+        if not batches or size + counts[i] > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(i)
+        size += counts[i]
+    return [np.array(b) for b in batches]
+
+
 # ---- the engine --------------------------------------------------------------------------------------------
+def _gradients(means: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean gradients as the generated module gives them: a float for a scalar parameter."""
+    return {k: float(g) if g.ndim == 0 else g for k, g in means.items()}
+
+
 class PendingStep:
     """Work submitted to the cluster, one task per block: ``task[0](gradient, params, block, *task[1:])``
     returning ``(n, n * mean loss, {name: n * mean value})``. :meth:`result` waits and adds it up."""
@@ -545,7 +710,7 @@ class PendingStep:
     def result(self, timeout: float | None = None) -> tuple[float, dict[str, Any]]:
         """The mean loss and gradients over every sample of the step's blocks."""
         means = self.means(timeout)
-        return float(means.pop("loss")), {k: float(g) if g.ndim == 0 else g for k, g in means.items()}
+        return float(means.pop("loss")), _gradients(means)
 
 
 class DaskGradient:
@@ -562,7 +727,7 @@ class DaskGradient:
             raise UserError(f"the data hold inputs {sorted(q.name for q in data.layout)}, the gradient "
                             f"expects {sorted(q.name for q in layout)}")
         self.data, self.client, self.timeout = data, data.client, timeout
-        self._gradient = self.client.scatter(self.remote, broadcast=True, hash=False)
+        self._gradient = self.client.compute(_literal(self.remote, "gradient"))  # held by a worker; recomputable
 
     def __enter__(self) -> "DaskGradient":
         return self
@@ -587,15 +752,33 @@ class DaskGradient:
         """Start a step without waiting for it (:meth:`PendingStep.result` waits)."""
         return PendingStep(self, self._params(params), self._blocks(blocks))
 
+    def block_results(self, params: Mapping[str, Any], blocks: Sequence[int] | None = None) -> list[tuple]:
+        """Each block's ``(n, n * mean loss, {name: n * mean gradient})``, in the order of ``blocks``: to find
+        the block where a value stopped being finite."""
+        index = self._blocks(blocks)
+        return _gather(self.client, self._submit((_partial_sums,), self._params(params), index), self.timeout)
+
     def evaluate(self, params: Mapping[str, Any], predict: str | None = None, target: str | None = None,
                  blocks: Sequence[int] | None = None) -> dict[str, float]:
         """The mean loss over all samples (and the accuracy, given a ``predict`` node and ``target``
         input, as in training), from the forward pass only when the gradient has one."""
+        return self._evaluation(params, predict, target, blocks, False)[0]
+
+    def evaluate_with_gradients(self, params: Mapping[str, Any], predict: str | None = None,
+                                target: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+        """:meth:`evaluate` over all samples and the full batch's gradients at the same parameters, in
+        one pass over the data: a training loop's history row after an epoch and its next step."""
+        return self._evaluation(params, predict, target, None, True)
+
+    def _evaluation(self, params, predict, target, blocks, gradients: bool) -> tuple[dict[str, float], dict]:
         if predict is not None and self.remote.forward is None:
             raise UserError("accuracy needs the model's forward pass: give a compiled gradient")
-        task = (_partial_evaluation, predict, target)
+        task = (_partial_evaluation, predict, target, gradients)
         means = PendingStep(self, self._params(params), self._blocks(blocks), task).means(self.timeout)
-        return {"loss": float(means["loss"]), **({"accuracy": float(means["correct"])} if predict else {})}
+        row = {"loss": float(means.pop("loss"))}
+        if predict:
+            row["accuracy"] = float(means.pop(CORRECT))
+        return row, _gradients(means)
 
     def batches(self, seed: int, epoch: int, blocks_per_batch: int = 1) -> list[np.ndarray]:
         """This data's :func:`block_batches` for one epoch."""
@@ -621,23 +804,22 @@ class DaskGradient:
         return index
 
     def _submit(self, task: tuple, params: dict, index: list[int]) -> list:
-        """One future per block; the parameters are scattered once, to every worker."""
-        sent = self.client.scatter([params], broadcast=True, hash=False)[0]
-        return _compute_each(self.client, task[0], [(self._gradient, sent, self.data.blocks[i], *task[1:])
-                                                    for i in index])
+        """One future per block; the parameters go with the step's graph, once (a worker that needs them
+        fetches them from the one that holds them; Dask recomputes them if that worker dies)."""
+        sent = _literal(params, "params")
+        with warnings.catch_warnings():  # large parameters make a large graph; they are in it once
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return _compute_each(self.client, task[0], [(self._gradient, sent, self.data.blocks[i], *task[1:])
+                                                        for i in index])
 
     def _scatter_lost(self) -> bool:
-        """Scatter again, from this process's copies, the gradient and the blocks whose data were lost
-        with a worker. False if nothing could be scattered again: the step cannot be retried."""
+        """Scatter again, from this process's copies, the blocks whose data were lost with a worker.
+        False if nothing could be scattered again: the step cannot be retried."""
         try:
             again = False
-            if self._gradient.status != "finished":
-                self._gradient = self.client.scatter(self.remote, broadcast=True, hash=False)
-                again = True
             for i, block in enumerate(self.data.blocks):
                 if self.data.local is not None and block.status != "finished":
-                    # a list of one dict: scattering a dict itself would scatter its arrays under their names
-                    self.data.blocks[i] = self.client.scatter([self.data.local[i]], hash=False)[0]
+                    self.data.blocks[i] = _scatter(self.client, self.data.local[i], self.timeout)
                     again = True
             return again
         except Exception:  # the scheduler itself is gone: the step's own error says what was lost

@@ -27,7 +27,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import sympy as sp
@@ -299,19 +299,26 @@ class Batch:
     samples: int  # how many samples the batch held
 
 
+@runtime_checkable
 class GradientSource(Protocol):
     """Where :func:`fit` gets losses and gradients: the seam between the data and the update loop.
 
-    ``rows`` are indices into the source's ``samples`` rows, drawn by the loop's seeded shuffle, or None
-    for every row (the full batch: a distributed source sums its partitions' gradients, weighted by
-    their sample counts, and divides by the total). Everything else (optimizer, schedule, checkpoints,
-    early stopping, history, progress) belongs to the loop.
+    ``rows`` say which samples a batch holds: whatever the source's :meth:`batches` gives (for arrays in
+    memory, indices into the ``samples`` rows from the loop's seeded shuffle; for data in blocks on a
+    cluster, a group of whole blocks), or None for every row (the full batch: a distributed source sums
+    its partitions' gradients, weighted by their sample counts, and divides by the total). Everything
+    else (optimizer, schedule, checkpoints, early stopping, history, progress) belongs to the loop.
     """
 
     samples: int
 
     def fingerprint(self) -> str:
         """Identifies the data, so a checkpoint is not resumed on other data."""
+
+    def batches(self, batch_size: int | None, rng: np.random.Generator, epoch: int) -> list:
+        """The ``rows`` of each batch of epoch ``epoch`` (from 1): ``[None]`` for the full batch
+        (``batch_size`` None). Drawn from ``rng`` (the loop's seeded generator, whose state checkpoints
+        keep) or from the epoch and a seed of the source's own, so that a resumed run draws the same."""
 
     def batch(self, params: dict[str, np.ndarray], rows: np.ndarray | None) -> Batch:
         """Mean loss and gradients over ``rows`` (None: all) at ``params``."""
@@ -334,6 +341,9 @@ class ArrayGradients:
 
     def fingerprint(self) -> str:
         return data_fingerprint(self.data)
+
+    def batches(self, batch_size, rng, epoch):
+        return batches(self.samples, batch_size, rng)
 
     def rows(self, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         return self.data if rows is None else {k: v[rows] for k, v in self.data.items()}
@@ -522,14 +532,15 @@ def fit(source: GradientSource, params: dict[str, np.ndarray], optimizer: Optimi
     """
     if patience is not None and held_out is None:
         raise UserError("patience: early stopping watches the held-out loss, but there is no held-out data "
-                        "(hold some out with [data] test_fraction)")
+                        "(hold some out with [data] test_fraction, or give --held-out)")
     n = source.samples
     batch = None if batch_size is None or batch_size >= n else int(batch_size)
     rng = np.random.default_rng(seed)
     path = Path(checkpoint) if checkpoint is not None else None
-    config = {"format": CHECKPOINT_FORMAT, "lr": optimizer.lr, "optimizer": optimizer.describe(),
-              "schedule": schedule.describe() if schedule is not None else None, "patience": patience,
-              "batch_size": batch or n, "seed": int(seed), "samples": n, "data": source.fingerprint(), "model": name}
+    config = None if path is None else {  # only checkpoints need it (a fingerprint may read all the data)
+        "format": CHECKPOINT_FORMAT, "lr": optimizer.lr, "optimizer": optimizer.describe(),
+        "schedule": schedule.describe() if schedule is not None else None, "patience": patience,
+        "batch_size": batch or n, "seed": int(seed), "samples": n, "data": source.fingerprint(), "model": name}
 
     def row_for(epoch: int, p: dict, lr: float) -> dict[str, float]:
         row = {"epoch": epoch, **source.metrics(p)}
@@ -572,7 +583,7 @@ def fit(source: GradientSource, params: dict[str, np.ndarray], optimizer: Optimi
     for epoch in range(run.epoch + 1, epochs + 1):
         if stopped:
             break
-        for b, rows in enumerate(batches(n, batch, rng), 1):
+        for b, rows in enumerate(source.batches(batch, rng, epoch), 1):
             with np.errstate(all="ignore"):
                 result = source.batch(run.params, rows)
                 updated = optimizer.step(run.params, result.grads, run.optimizer_state, run.lr)
@@ -620,22 +631,24 @@ def start_params(graph: Graph, seed: int, params: dict | None = None, source: st
     return current
 
 
-def train(graph: Graph, data: dict[str, np.ndarray] | Dataset, lr: float | None = None, epochs: int = 100,
-          batch_size: int | None = None, seed: int = 0, params: dict | None = None,
+def train(graph: Graph, data: dict[str, np.ndarray] | Dataset | GradientSource, lr: float | None = None,
+          epochs: int = 100, batch_size: int | None = None, seed: int = 0, params: dict | None = None,
           on_epoch: Callable[[dict[str, float]], None] | None = None,
           checkpoint: str | Path | None = None, resume: bool = False,
           history_csv: str | Path | None = None, plot: str | Path | None = None,
           predict: str | None = None, target: str | None = None,
-          held_out: dict[str, np.ndarray] | None = None, compiled: CompiledGradient | None = None,
+          held_out: dict[str, np.ndarray] | GradientSource | None = None, compiled: CompiledGradient | None = None,
           optimizer: Optimizer | str | None = None, schedule: Schedule | None = None,
           patience: int | None = None, on_start: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``graph`` on ``data`` with ``optimizer`` (default plain SGD, w_new = w_old - lr * dL/dw).
 
     ``data`` maps input names to arrays (N, *shape), or is a :class:`Dataset` (whose held-out part is
-    evaluated each epoch). ``lr`` replaces the optimizer's learning rate (torch's default otherwise:
-    1e-3 for SGD). ``params`` overrides initial values (others come from their ``init`` with ``seed``).
-    ``history_csv`` is written after every epoch and ``plot`` (from epoch 0) at the end. Files given are
-    overwritten: the CLI asks first. See :func:`fit` for the other arguments.
+    evaluated each epoch), or a :class:`GradientSource` (data elsewhere: a cluster's, which computes its
+    own metrics, so ``predict``/``target`` apply to arrays only); ``held_out`` likewise. ``lr`` replaces
+    the optimizer's learning rate (torch's default otherwise: 1e-3 for SGD). ``params`` overrides initial
+    values (others come from their ``init`` with ``seed``). ``history_csv`` is written after every epoch
+    and ``plot`` (from epoch 0) at the end. Files given are overwritten: the CLI asks first. See
+    :func:`fit` for the other arguments.
     """
     if isinstance(data, Dataset):
         data, held_out = data.train, data.held_out if held_out is None else held_out
@@ -643,13 +656,18 @@ def train(graph: Graph, data: dict[str, np.ndarray] | Dataset, lr: float | None 
     check_general({"epochs": epochs, "batch_size": batch_size, "seed": seed, "patience": patience},
                   {k: f"train {k}" for k in GENERAL_DEFAULTS})
     graph.validate()
-    data = check_arrays(data, graph, "training data")
-    held_out = check_arrays(held_out, graph, "held-out data") if held_out else None
     if predict is not None and (target is None or predict not in graph.quantities or target not in graph.quantities):
         raise UserError(f"accuracy needs a node to predict and an input as target, got {predict!r} and {target!r}")
-    compiled = compiled or compile_gradient(graph)
-    source = ArrayGradients(compiled, data, predict, target)
-    held = ArrayGradients(compiled, held_out, predict, target) if held_out else None
+    arrays_given = isinstance(data, Mapping) or (held_out is not None and isinstance(held_out, Mapping))
+    compiled = compiled or (compile_gradient(graph) if arrays_given else None)
+
+    def gradient_source(arrays, label: str) -> GradientSource:
+        if isinstance(arrays, GradientSource):
+            return arrays
+        return ArrayGradients(compiled, check_arrays(arrays, graph, label), predict, target)
+    source = gradient_source(data, "training data")
+    given = held_out is not None and (len(held_out) > 0 if isinstance(held_out, Mapping) else True)
+    held = gradient_source(held_out, "held-out data") if given else None
     result = fit(source, start_params(graph, seed, params), optimizer, epochs, batch_size=batch_size, seed=seed,
                  schedule=schedule, patience=patience, held_out=held, checkpoint=checkpoint, resume=resume,
                  history_csv=history_csv, on_epoch=on_epoch, on_start=on_start, name=graph.name)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -310,3 +311,60 @@ def test_held_out_data_has_one_name_in_the_summary_the_history_and_the_plot(tmp_
     legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
     assert legend == ["training loss", "held-out loss"]
     assert not [line for line in result.output.lower().splitlines() if "test" in line and "wrote" not in line]
+
+
+# ---- engines and held-out data ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "2"], "Error: --workers is an option of the Dask engine: add --engine dask"),
+    (["--scheduler", "tcp://h:8786"], "Error: --scheduler is an option of the Dask engine: add --engine dask"),
+    (["--stream"], "Error: --stream is an option of the Dask engine: add --engine dask"),
+    (["--timeout", "5"], "Error: --timeout is an option of the Dask engine: add --engine dask"),
+    (["--engine", "dask", "--scheduler", "tcp://h:8786", "--workers", "2"],
+     "Error: --scheduler and --workers: give the address of a running cluster, or the number of workers of a local "
+     "one, not both"),
+    (["--engine", "dask", "--in-memory"], "Error: --in-memory says how the workers read the files of --data: give "
+                                          "--data (the model's own [data] are scattered from this process)"),
+    (["--engine", "dask", "--data", "parts", "--patience", "3"],
+     "Error: --patience: early stopping watches the held-out loss: give --held-out SOURCE"),
+])
+def test_the_dask_engines_options_are_checked_before_anything_starts(args, message, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # nothing reaches Dask, installed or not
+    assert one_line(run("train", MLP, *args)) == message
+
+
+def test_partitions_need_the_dask_engine(tmp_path):
+    for source in (tmp_path, tmp_path / "*.parquet"):
+        assert one_line(run("train", MLP, "--data", source)) == (
+            f"Error: --data {source}: a directory or pattern of partition files is read by the Dask engine "
+            "(add --engine dask); the default engine reads one .csv or .npz file")
+
+
+def test_the_dask_engine_without_dask_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask", None)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert one_line(run("train", MLP, "--engine", "dask", "--data", tmp_path)) == (
+        "Error: the Dask engine needs dask, distributed and pyarrow: pip install 'symbackprop[dask]'")
+
+
+def test_held_out_data_from_a_file_are_evaluated_after_every_epoch_in_place_of_test_fraction(tmp_path):
+    from symbackprop.compile import compile_gradient
+    from symbackprop.data import load_data
+    from symbackprop.modelfile import load_model
+    from symbackprop.train import ArrayGradients
+    model = tmp_path / "mlp.toml"
+    model.write_text(MLP.read_text().replace("[data.synthetic]", "[data]\ntest_fraction = 0.25\n\n[data.synthetic]"))
+    rng = np.random.default_rng(1)
+    held = tmp_path / "held.npz"
+    np.savez(held, x=rng.normal(size=(40, 3)), y=rng.uniform(size=(40, 2)))
+    history, params = tmp_path / "h.csv", tmp_path / "p.npz"
+    result = run("train", model, "--epochs", 3, "--held-out", held, "--history", history, "--save-params", params)
+    assert result.exit_code == 0, result.output
+    assert ("Warning: --held-out replaces the model's [data] test_fraction (the training data are not split)"
+            in result.output)
+    assert "on 512 samples (synthetic (teacher) data, 40 held out)" in result.output
+    graph = load_model(model).graph
+    with np.load(params) as f:
+        trained = {k: f[k] for k in f.files}
+    expected = ArrayGradients(compile_gradient(graph), load_data(held, graph)).metrics(trained)["loss"]
+    last = list(csv.DictReader(history.open()))[-1]
+    assert float(last["held_out_loss"]) == pytest.approx(expected, rel=1e-12)

@@ -2,6 +2,7 @@
 gradients as one process, every sample counted, data larger than a worker's memory, lost workers.
 
 Every wait on the cluster has a timeout (TIMEOUT), so a broken cluster fails a test instead of hanging it.
+The cluster (the fixture `client`) is conftest's, shared with tests/test_train_dask.py.
 """
 import importlib
 import linecache
@@ -9,8 +10,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ dd = pytest.importorskip("dask.dataframe", reason="the Dask engine's tests need 
 import dask.array as da  # noqa: E402
 import psutil  # noqa: E402
 
-from conftest import EXAMPLES  # noqa: E402
+from cluster import Gated, gate, wait_until, worker_killed_in_next_step  # noqa: E402
+from conftest import CLUSTER_TIMEOUT as TIMEOUT, EXAMPLES, WORKER_MEMORY  # noqa: E402
 from helpers import generated_module, load_example  # noqa: E402
 from symbackprop.compile import compile_gradient  # noqa: E402
 from symbackprop.data import DataError, model_data  # noqa: E402
@@ -33,10 +33,6 @@ from symbackprop.initializers import initial_params  # noqa: E402
 from symbackprop.modelfile import parse_model  # noqa: E402
 from symbackprop.partitions import write_partitions  # noqa: E402
 
-TIMEOUT = 60  # seconds, for every wait on the cluster
-WORKER_MEMORY = 400e6  # bytes: each worker's memory limit; low, for the larger-than-memory test (a worker
-# process with NumPy, SymPy, pyarrow and pandas loaded holds about 230 MB; Dask pauses one at 80 % of its limit)
-
 VECTOR_MATRIX = parse_model(  # vector, matrix and size-1 sides: columns x[0], M[1,2], c[1,0], ...
     '[inputs]\nx = { shape = [3] }\nM = { shape = [2, 3] }\nc = { shape = [2, 1] }\ny = { shape = [2] }\n'
     '[params]\nW = { shape = [2, 3], init = "glorot" }\nb = { shape = [2], init = 0.1 }\n'
@@ -44,28 +40,10 @@ VECTOR_MATRIX = parse_model(  # vector, matrix and size-1 sides: columns x[0], M
     '[nodes]\nh = "tanh(W @ x + b) + M @ x + c * u"\n[loss]\nL = "sum((h - y)**2) / 2"\n', "vector_matrix.toml")
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       memory_limit=WORKER_MEMORY, dashboard_address=":0",
-                                       local_directory=str(tmp_path_factory.mktemp("dask-workers")))
-    with cluster, distributed.Client(cluster, timeout=TIMEOUT) as c:
-        c.wait_for_workers(2, timeout=TIMEOUT)
-        yield c
-
-
 def uneven_cuts(n: int) -> list[int]:
     """The sizes of 5 partitions of n >= 10 rows, from a single row up to about half of them."""
     small = [1, 2, n // 7, n // 3]
     return small + [n - sum(small)]
-
-
-def wait_until(condition, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still waiting after {timeout} s")
-        time.sleep(0.05)
 
 
 def vm_data(n: int, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -323,46 +301,25 @@ def test_data_larger_than_a_workers_memory_limit_streams_from_parquet(client, tm
 
 
 # ---- timeouts and lost workers ---------------------------------------------------------------------------------
-class Gated:
-    """A gradient that waits for the event "go" first, so the test can kill a worker during the step."""
-
-    def __init__(self, loss_and_grad):
-        self.loss_and_grad = loss_and_grad
-
-    def __call__(self, params, data):
-        distributed.Event("go").wait(timeout=TIMEOUT)
-        return self.loss_and_grad(params, data)
-
-
 def kill_a_worker_during_a_step(client, engine, params):
     """Submit a step, kill (SIGKILL) a worker process while it runs one of the step's tasks, then let the
     step go on."""
-    go = distributed.Event("go", client=client)
-    go.clear()
-    pending = engine.submit(params)
-    running = lambda: client.run(lambda dask_worker: len(dask_worker.state.executing))
-    wait_until(lambda: any(running().values()))
-    victim = next(address for address, tasks in running().items() if tasks)
-    os.kill(client.run(os.getpid)[victim], signal.SIGKILL)
-    try:
-        go.set()
-        return pending.result(TIMEOUT)
-    finally:  # the nanny starts a new worker; later tests need the scheduler to know the old one is gone
-        workers = lambda: client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.workers))
-        wait_until(lambda: victim not in workers() and len(workers()) == 2)
+    with worker_killed_in_next_step(client) as killed:
+        result = engine.submit(params).result(TIMEOUT)
+    assert killed, "no worker was killed"
+    return result
 
 
 def test_a_step_over_its_timeout_ends_with_a_one_line_error(client):
     compiled = compile_gradient(VECTOR_MATRIX.graph)
     dask_data = DaskData.from_arrays(vm_data(20), client, blocks=2)
-    go = distributed.Event("go", client=client)
-    go.clear()
+    gate(client, False)
     try:
         with DaskGradient(Gated(compiled.loss_and_grad), dask_data, timeout=1) as engine:
             with pytest.raises(DistributedError, match=r"^the cluster did not finish within 1 s$"):
                 engine.loss_and_grad(initial_params(VECTOR_MATRIX.graph, 0))
     finally:
-        go.set()  # the cancelled tasks still wait on the workers: let them end
+        gate(client, True)  # the cancelled tasks still wait on the workers: let them end
     dask_data.close()
 
 
