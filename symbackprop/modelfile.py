@@ -35,7 +35,7 @@ import sympy as sp
 from .functions import FUNCTIONS
 from .graph import Graph, ModelError, TensorSymbol
 from .initializers import check_init
-from .tensor import TENSOR_FUNCTIONS, matmul, transpose
+from .tensor import TENSOR_FUNCTIONS, ShapeError, infer_shape, keep_shape, matmul, transpose
 
 MAX_FILE_BYTES = 1_000_000
 MAX_EXPRESSION_LENGTH = 2000
@@ -174,10 +174,13 @@ class ExpressionReader:
     ``later`` maps names that are defined further down the file to the message to give for them.
     """
 
-    def __init__(self, names: Mapping[str, sp.Symbol], where: str, later: Mapping[str, str] | None = None):
+    def __init__(self, names: Mapping[str, sp.Symbol], where: str, later: Mapping[str, str] | None = None,
+                 shapes: Mapping[sp.Symbol, tuple] | None = None):
         self.names = names
         self.where = where
         self.later = later if later is not None else {}
+        self.shapes = shapes
+        self.shape_memo: dict = {}
         self.depth = 0
 
     def fail(self, message: str):
@@ -281,7 +284,19 @@ class ExpressionReader:
                      ast.Div: lambda a, b: a / b, ast.MatMult: matmul}.get(type(op))
         if operation is None:
             self.fail(f"operator '{symbol}' is not allowed (use + - * / ** @)")
-        return self.compute(what, lambda: operation(left, right))
+        result = self.compute(what, lambda: operation(left, right))
+        return result if operation is matmul else self.keep_elementwise_shape(result, left, right)
+
+    def keep_elementwise_shape(self, result: sp.Expr, *operands: sp.Expr) -> sp.Expr:
+        """``(x + b) - x`` is the vector b * ones, as written, not the scalar b SymPy makes of it
+        (:func:`~symbackprop.tensor.keep_shape`). Shape errors are left for the graph to report."""
+        if self.shapes is None:
+            return result
+        try:
+            tensors = {infer_shape(o, self.shapes, self.shape_memo) for o in operands} - {()}
+        except ShapeError:
+            return result
+        return keep_shape(result, tensors.pop(), self.shapes, self.shape_memo) if len(tensors) == 1 else result
 
     def power(self, base: sp.Expr, exponent: sp.Expr, what: Callable[[], str]) -> sp.Expr:
         """``base ** exponent`` with bounded numbers: ``x**10**10`` and ``9**9**9**9`` are refused."""
@@ -338,18 +353,20 @@ class ExpressionReader:
 
 
 def parse_expression(text: str, names: Mapping[str, sp.Symbol], where: str,
-                     later: Mapping[str, str] | None = None) -> sp.Expr:
+                     later: Mapping[str, str] | None = None,
+                     shapes: Mapping[sp.Symbol, tuple] | None = None) -> sp.Expr:
     """Parse one expression of a model file into SymPy, safely; errors are ModelErrors at ``where``.
 
     ``names`` maps each name the expression may use to its symbol. ``later`` (optional) maps names that
-    exist but may not be used here (defined further down) to the message to give for them.
+    exist but may not be used here (defined further down) to the message to give for them. ``shapes``
+    (optional) gives each symbol's shape, so that a sum whose tensor terms cancel keeps its shape.
     """
     if not isinstance(text, str):
         raise ModelError(where, f"expected an expression in quotes, got {_toml_type(text)}")
     check_text(text, where)
     tree = _parse_tree(text, where)
     try:
-        expr = ExpressionReader(names, where, later).read(tree)
+        expr = ExpressionReader(names, where, later, shapes).read(tree)
     except RecursionError:
         raise ModelError(where, f"expression is nested too deeply (limit {MAX_DEPTH} levels)") from None
     if _tree_depth(expr) > MAX_DEPTH:
@@ -581,7 +598,7 @@ def _define(graph: Graph, source: str, nodes: dict, loss: dict) -> None:
         if not isinstance(text, str):
             raise ModelError(where, f"expected an expression in quotes, got {_toml_type(text)}")
         symbols: dict[str, TensorSymbol] = {n: q.symbol for n, q in graph.quantities.items()}
-        expr = parse_expression(text, symbols, where, order.later(position))
+        expr = parse_expression(text, symbols, where, order.later(position), graph.shapes)
         declare = graph.loss if section == "loss" else graph.node
         try:
             declare(key, expr, where=where)

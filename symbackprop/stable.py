@@ -22,7 +22,7 @@ from itertools import permutations
 import sympy as sp
 
 from .functions import sigmoid, softplus
-from .tensor import Shape, ShapeError, infer_shape, logsumexp, softmax, sum_
+from .tensor import Shape, ShapeError, infer_shape, keep_shape, logsumexp, softmax, sum_
 
 #: stands for any expression in a pattern (one name per rule: every ``u`` of a pattern is the same expression)
 u = sp.Wild("u")
@@ -114,6 +114,13 @@ def stable_forms(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbo
     """
     applied = set() if applied is None else applied
     memo: dict[sp.Expr, sp.Expr] = {}
+    shape_memo: dict = {}
+
+    def shape_of(e: sp.Expr) -> Shape | None:
+        try:
+            return infer_shape(e, shapes, shape_memo)
+        except ShapeError:
+            return None
 
     def visit(e: sp.Expr) -> sp.Expr:
         if e.is_Atom:
@@ -124,7 +131,10 @@ def stable_forms(expr: sp.Expr, definition: Definition, shapes: Mapping[sp.Symbo
             top = _rewrite_once(e, definition, shapes, applied)
             args = tuple(visit(a) for a in top.args)
             rebuilt = top.func(*args) if args != top.args else top
-            memo[e] = rebuilt if rebuilt.is_Atom else _rewrite_once(rebuilt, definition, shapes, applied)
+            stable = rebuilt if rebuilt.is_Atom else _rewrite_once(rebuilt, definition, shapes, applied)
+            # a rewrite may cancel tensor terms (log(softmax(v)) - v is -logsumexp(v)): keep e's shape
+            shape = shape_of(e) if stable != e else None
+            memo[e] = stable if shape is None else keep_shape(stable, shape, shapes, shape_memo)
         return memo[e]
 
     return visit(expr)

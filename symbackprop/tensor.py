@@ -252,6 +252,25 @@ def ones_of(shape: Shape) -> sp.Expr:
     return ones(*shape) if shape else sp.S.One
 
 
+def keep_shape(expr: sp.Expr, shape: Shape, shapes: Mapping[sp.Symbol, Shape], memo: dict | None = None) -> sp.Expr:
+    """``expr`` as a tensor of ``shape``: broadcast with ``ones`` when SymPy has cancelled its tensor terms.
+
+    SymPy simplifies as it builds: ``(x + b) - x`` is ``b``, and the stable form of ``log(softmax(v)) - v``
+    is ``-logsumexp(v)``, both scalars although the user's expression is a vector whose every element is
+    that scalar (``sum`` of it is n times larger). Where the tensor terms cancel, the result is multiplied
+    by ``ones(shape)`` so that it keeps the shape (and the value) the user wrote. (A result of exactly 0
+    stays 0: SymPy folds ``0 * ones``, and a zero broadcast sums, multiplies and adds as zeros do.)
+    """
+    if shape == () or expr.is_zero:
+        return expr
+    try:
+        if infer_shape(expr, shapes, memo) != ():
+            return expr
+    except ShapeError:
+        return expr
+    return expr * ones_of(shape)
+
+
 #: Tensor functions a model may call by name.
 TENSOR_FUNCTIONS = {"sum": sum_, "mean": mean, "softmax": softmax, "logsumexp": logsumexp}
 

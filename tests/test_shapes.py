@@ -133,3 +133,31 @@ def test_a_declared_column_prints_as_a_column_in_latex_and_computes_as_a_vector(
     source = compile_gradient(g).source
     assert 'w = arrays["w"].reshape((3,))' in source
     assert '"w": np.reshape(dL_dw, (3, 1))' in source
+
+
+# ---- a sum whose tensor terms cancel keeps the shape the user wrote ------------------------------------------
+def _cancelling_model(loss: str, nodes: str = "") -> "Model":
+    from symbackprop.modelfile import parse_model
+    return parse_model(f'[inputs]\nx = {{ shape = [3] }}\n[params]\nb = {{}}\nW = {{ shape = [2, 3] }}\n'
+                       f'[nodes]\n{nodes}\n[loss]\nL = "{loss}"', "cancel.toml")
+
+
+def test_a_vector_expression_whose_vector_terms_cancel_is_still_a_vector():
+    """SymPy makes (x + b) - x the scalar b; the user wrote a vector of three b's, whose sum is 3b."""
+    graph = _cancelling_model("sum((x + b) - x)").graph
+    loss, grads = compile_gradient(graph).loss_and_grad({"b": 0.7, "W": np.zeros((2, 3))}, {"x": np.ones((4, 3))})
+    assert loss == pytest.approx(2.1, rel=1e-15)
+    assert grads["b"] == pytest.approx(3.0, rel=1e-15)
+
+
+def test_a_stable_rewrite_that_cancels_the_vector_terms_keeps_the_vector():
+    """log(softmax(x)) - x is -logsumexp(x) in every element (bug 18: the rewrite made it a scalar, and
+    W @ h then failed with a shape error); W @ h sums W's rows times that value."""
+    graph = _cancelling_model("sum(W @ h)", 'h = "log(softmax(x)) - x"').graph
+    assert graph["h"].shape == (3,)
+    rng = np.random.default_rng(0)
+    W, x = rng.normal(size=(2, 3)), rng.normal(size=(5, 3))
+    loss, grads = compile_gradient(graph).loss_and_grad({"b": 0.0, "W": W}, {"x": x})
+    lse = np.log(np.sum(np.exp(x), axis=1))
+    assert loss == pytest.approx(float(np.mean(-lse * W.sum())), rel=1e-12)
+    np.testing.assert_allclose(grads["W"], np.full((2, 3), -lse.mean()), rtol=1e-12)
