@@ -43,6 +43,17 @@ def _logsumexp(v):
     m = np.max(v, axis=-1, keepdims=True)
     return np.log(np.sum(np.exp(v - m), axis=-1)) + m[..., 0]
 ''',
+    "_scatter": '''\
+def _scatter(g, start, shape, batched):
+    """g at positions start, start + 1, ... of the first axis of zeros of a per-sample shape (the adjoint of an
+    index or a slice); with batched, g and the result have the batch axis first."""
+    g = np.asarray(g, dtype=np.float64)
+    lead = g.shape[:1] if batched else ()
+    block = g.reshape(lead + (-1,) + shape[1:])
+    out = np.zeros(lead + shape)
+    out[(slice(None),) * len(lead) + (slice(start, start + block.shape[len(lead)]),)] = block
+    return out
+''',
     "_matmul": '''\
 def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
     """Matrix product of per-sample tensors (vectors as columns), then the result in its shape."""
@@ -366,6 +377,39 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
 
     def _print_ones(self, expr):
         return self.call("np.ones", repr(tuple(int(n) for n in expr.args)))
+
+    def at_positions(self, expr, positions: str) -> Code:
+        """``a[:, positions]`` (after the batch axis) or ``a[positions]``: an index binds tightest."""
+        a = expr.args[0]
+        return self.postfix(self._print(a), f"[:, {positions}]" if self.batched(a) else f"[{positions}]")
+
+    def _print_index(self, expr):
+        return self.at_positions(expr, str(expr.args[1]))
+
+    def _print_slice_(self, expr):
+        return self.at_positions(expr, f"{expr.args[1]}:{expr.args[2]}")
+
+    def _print_concat(self, expr):
+        """``np.concatenate((a, b[:, None]), axis=1)``: each piece as an (N, k) block (a per-sample scalar gets an
+        axis, a value the same for every sample is broadcast to N rows)."""
+        batched = self.batched(expr)
+        pieces = []
+        for a in expr.args:
+            shape, code = self.shape(a), self._print(a)
+            if not batched:
+                pieces.append(code if shape else Code(f"[{code}]"))
+            elif not self.batched(a):
+                pieces.append(self.call("np.broadcast_to", code, f"(N, {shape[0]})") if shape else
+                              self.call("np.full", "(N, 1)", code))
+            else:
+                pieces.append(code if shape else self.postfix(code, "[:, None]"))
+        joined = Code("(" + ", ".join(pieces) + ("," if len(pieces) == 1 else "") + ")")
+        return self.call("np.concatenate", joined, "axis=1") if batched else self.call("np.concatenate", joined)
+
+    def _print_scatter(self, expr):
+        g = expr.args[0]
+        return self.call(self.helper("_scatter"), self._print(g), str(expr.start), repr(expr.operand_shape),
+                         str(self.batched(g)))
 
     def _print_TensorOp(self, expr):
         raise TypeError(f"no NumPy form for {type(expr).__name__}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from .tensor import Shape, ShapeError, TensorOp, _text, canonical_shape, infer_shape, ones
 
@@ -46,6 +47,9 @@ class _Positional(TensorOp):
     """Prints as written (``h[0]``, ``h[1:3]``, ``concat(a, b)``) in ``str()`` and error messages: the network
     text printer's form (:class:`~symbackprop.printing.NetworkTextPrinter`), where a printer has no
     ``_print_<Type>`` method of its own for the class (LaTeX, MathML and NumPy have)."""
+
+    #: a subscript or a bracketed column binds tightest in every printer (``h[0].T``, not ``(h[0]).T``)
+    precedence = PRECEDENCE["Atom"]
 
     def _sympystr(self, printer):
         own = getattr(type(printer), f"_print_{type(self).__name__}", None)
@@ -140,7 +144,7 @@ class concat(_Positional):
         for a in self.args:
             s = shape_of(a)
             size = s[0] if s else 1
-            parts.append(index(g, offset) if size == 1 else slice_(g, offset, offset + size))
+            parts.append(part_of(g, offset, offset + size, shape_of))
             offset += size
         return parts
 
@@ -189,6 +193,17 @@ class scatter(_Positional):
 
     def vjp(self, g, shape_of):  # pragma: no cover - only the backward pass builds it; nothing differentiates it
         raise TypeError("scatter is a backward-pass value; it is not differentiated again")
+
+
+def part_of(g: sp.Expr, start: int, stop: int, shape_of) -> sp.Expr:
+    """``g[start]`` (one position) or ``g[start:stop]``, with the scalar factors of a product outside:
+    ``dL/dz v[3]``, not ``(dL/dz v)[3]``."""
+    scalars = []
+    if isinstance(g, sp.Mul):
+        scalars = [f for f in g.args if shape_of(f) == ()]
+        g = sp.Mul(*[f for f in g.args if shape_of(f) != ()])
+    picked = index(g, start) if stop == start + 1 else slice_(g, start, stop)
+    return sp.Mul(*scalars) * picked
 
 
 def scatter_of(g: sp.Expr, start: int, stop: int, operand_shape: Shape) -> sp.Expr:

@@ -104,11 +104,12 @@ class _ShapeAware(FunctionBases):
     def is_tensor(self, expr: sp.Expr) -> bool:
         return self.shape_of(expr) not in ((), None)
 
-    def positions(self, expr) -> str:
-        """What an index or slice selects, 0-based as in the model: ``0``, ``1:3``; ``0,:`` for a row of a matrix."""
+    def positions(self, expr, rows: bool = True) -> str:
+        """What an index or slice selects, 0-based as in the model: ``0``, ``1:3``; with ``rows``, ``0,:`` for a
+        row of a matrix (as mathematics writes a row)."""
         from .indexing import index
         first = str(expr.args[1]) if isinstance(expr, index) else f"{expr.args[1]}:{expr.args[2]}"
-        return first + (",:" if len(self.shape_of(expr.args[0]) or ()) == 2 else "")
+        return first + (",:" if rows and len(self.shape_of(expr.args[0]) or ()) == 2 else "")
 
     def stacked(self, expr) -> list:
         """The blocks of a scatter from top to bottom: ``("zeros", k)``, the adjoint, ``("zeros", k)``; and whether
@@ -260,7 +261,7 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
         return f"ones({', '.join(str(n) for n in expr.args)})"
 
     def subscripted(self, expr) -> str:
-        return self.parenthesize(expr.args[0], PRECEDENCE["Atom"], strict=True) + f"[{self.positions(expr)}]"
+        return self.parenthesize(expr.args[0], PRECEDENCE["Atom"], strict=True) + f"[{self.positions(expr, False)}]"
 
     def _print_index(self, expr):
         return self.subscripted(expr)
