@@ -80,6 +80,7 @@ class index(_Positional):
         return (cols,) if cols else ()
 
     def resolved(self, s: Shape) -> sp.Expr:
+        self.shape([s])  # a scalar operand or a position out of range is refused here
         return index(self.args[0], int(self.args[1]) % s[0])
 
     def vjp(self, g, shape_of):

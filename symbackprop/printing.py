@@ -107,8 +107,11 @@ class _ShapeAware(FunctionBases):
     def positions(self, expr, rows: bool = True) -> str:
         """What an index or slice selects, 0-based as in the model: ``0``, ``1:3``; with ``rows``, ``0,:`` for a
         row of a matrix (as mathematics writes a row)."""
-        from .indexing import index
-        first = str(expr.args[1]) if isinstance(expr, index) else f"{expr.args[1]}:{expr.args[2]}"
+        from .indexing import OPEN_END, index
+        if isinstance(expr, index):
+            first = str(expr.args[1])
+        else:  # an open end (h[1:], before a graph resolves it) is written as the user wrote it
+            first = f"{expr.args[1]}:{'' if expr.args[2] >= OPEN_END else expr.args[2]}"
         return first + (",:" if rows and len(self.shape_of(expr.args[0]) or ()) == 2 else "")
 
     def stacked(self, expr) -> list:
@@ -189,7 +192,7 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         return r"\mathbf{1}"
 
     def subscripted(self, expr, exp=None) -> str:
-        """``{\mathbf{h}}_{0}``: the operand in braces (its own subscript, as in ``W_1``, stays apart)."""
+        r"""``{\mathbf{h}}_{0}``: the operand in braces (its own subscript, as in ``W_1``, stays apart)."""
         a = expr.args[0]
         base = f"{{{self._print(a)}}}" if a.is_Atom or isinstance(a, TensorOp) else rf"\left({self._print(a)}\right)"
         text = f"{base}_{{{self.positions(expr)}}}"

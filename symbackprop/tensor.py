@@ -133,7 +133,8 @@ class matmul(TensorOp):
             hint = ""
             if len(arg_shapes[0]) == 1 and arg_shapes[0] == arg_shapes[1]:  # two column vectors: a dot product?
                 left, right = (_text(arg) for arg in self.args)
-                dot = (f"{left}.T @ {right}" if all(arg.is_Symbol for arg in self.args)
+                tight = all(arg.is_Symbol or getattr(arg, "precedence", 0) == PRECEDENCE["Atom"] for arg in self.args)
+                dot = (f"{left}.T @ {right}" if tight  # names, or names with an index (h[0], W[1])
                        else f"matmul(transpose({left}), {right})")
                 hint = f"; for the dot product of two vectors write {dot}"
             raise ShapeError(
