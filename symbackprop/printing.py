@@ -168,7 +168,9 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         head = ""
         if scalars:
             coeff = sp.Mul(*scalars, evaluate=False)
-            head = "- " if coeff == -1 else ("" if coeff == 1 else self.parenthesize(coeff, PRECEDENCE["Mul"]) + " ")
+            # a product of scalars needs no brackets before a tensor: 2 \lambda \mathbf{W}, as textbooks write it
+            head = "- " if coeff == -1 else ("" if coeff == 1 else
+                                             self.parenthesize(coeff, PRECEDENCE["Mul"], strict=True) + " ")
         body = r" \odot ".join(self.parenthesize(t, PRECEDENCE["Mul"]) for t in tensors)
         return head + body
 
@@ -405,7 +407,7 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
             if coeff == -1:
                 out.appendChild(self.op("\u2212"))
             elif coeff != 1:
-                out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"]))
+                out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"], strict=True))
         for i, t in enumerate(tensors):
             if i:
                 out.appendChild(self.op("\u2299"))
