@@ -32,7 +32,8 @@ OPEN_END = 10 ** 7
 def _position(value, what: str) -> sp.Integer:
     """A position as a SymPy Integer; anything but a whole number is a TypeError."""
     if isinstance(value, bool) or not isinstance(value, (int, sp.Integer)):
-        raise TypeError(f"{what} must be a whole number, got {_text(value) if isinstance(value, sp.Basic) else repr(value)[:40]}")
+        shown = _text(value) if isinstance(value, sp.Basic) else repr(value)[:40]
+        raise TypeError(f"{what} must be a whole number, got {shown}")
     return sp.Integer(int(value))
 
 

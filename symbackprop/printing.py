@@ -460,8 +460,8 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         for kind, what in self.stacked(expr):
             if kind == "zeros":
                 size = "\u00d7".join(map(str, what))
-                entries.append(self.element("mn", text="0") if what == (1,) else
-                               self.element("msub", self.element("mn", text=math_bold("0")), self.element("mn", text=size)))
+                block = self.element("msub", self.element("mn", text=math_bold("0")), self.element("mn", text=size))
+                entries.append(self.element("mn", text="0") if what == (1,) else block)
             else:
                 entries.append(self._print(transpose(what)) if kind == "row" else self._print(what))
         return self.column(entries)

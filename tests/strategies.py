@@ -72,7 +72,8 @@ class GraphSpec:
         lines = [f"{self.family} network (seed={self.seed}, N in {self.batches}):"]
         for d in self.decls:
             shape = f"{list(d.shape)}" if d.shape else "scalar"
-            lines.append(f"    constant {d.name} = {d.value}" if d.kind == "constant" else f"    {d.kind} {d.name}: {shape}")
+            declared = f"constant {d.name} = {d.value}" if d.kind == "constant" else f"{d.kind} {d.name}: {shape}"
+            lines.append("    " + declared)
         lines += [f"    {name} = {expr}" for name, expr in self.nodes]
         lines.append(f"    L = {self.loss}")
         return "\n".join(lines)

@@ -272,8 +272,8 @@ def test_model_files_read_subscripts_slices_and_concat_like_the_api():
     ('z = "h[3:1]"', "m.toml: [nodes] z: the slice h[3:1] of shape (4,) is empty"),
     ('z = "concat(h, W)"', "m.toml: [nodes] z: concat joins vectors and scalars, but W is a matrix of shape (4, 3)"),
     ('z = "concat(h)"', "m.toml: [nodes] z: concat(...) takes 2 to 64 arguments, got 1"),
-    ('z = "W[1] @ x"', "m.toml: [nodes] z: matrix product matmul(W[1], x): shapes (3,) and (3,) do not fit (inner sizes 1 and 3); "
-                         "for the dot product of two vectors write W[1].T @ x"),
+    ('z = "W[1] @ x"', "m.toml: [nodes] z: matrix product matmul(W[1], x): shapes (3,) and (3,) do not fit "
+                       "(inner sizes 1 and 3); for the dot product of two vectors write W[1].T @ x"),
 ])
 def test_model_file_errors_are_one_line_naming_the_file_the_node_and_the_shape(node, message):
     with pytest.raises(ModelError) as e:
