@@ -27,6 +27,7 @@ from functools import lru_cache
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
+from .indexing import scatter
 from .printing import FunctionBases, reading_order
 from .tensor import Shape, infer_shape, matmul, transpose
 
@@ -436,6 +437,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return self.negate(total) if coeff == -1 else self.binary(self._print(coeff), "*", total)
 
     def batch_sum_of_factors(self, factors) -> Code:
+        if isinstance(factors, scatter) and self.batched(factors.args[0]):
+            # the sum of scattered adjoints is the scatter of their sum: no (N, *shape) array of zeros
+            g = self.call("np.sum", self._print(factors.args[0]), "axis=0")
+            return self.call(self.helper("_scatter"), g, str(factors.start), repr(factors.operand_shape), "False")
         if isinstance(factors, matmul) and isinstance(factors.args[1], transpose):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):

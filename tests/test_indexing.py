@@ -218,6 +218,8 @@ def test_generated_code_indexes_after_the_batch_axis_and_concatenates_along_it()
     assert "np.concatenate((h[:, 2][:, None], s[:, None], h[:, 0:2]), axis=1)" in source
     assert "_scatter(dL_dc[:, 0], 2, (4,), True)" in source and "def _scatter(" in source
     assert "v[1:3]" in source  # a parameter has no batch axis
+    # a parameter's gradient sums the scattered adjoints over the batch first: no (N, 4) array of zeros
+    assert "dL_dv = (np.sum(h, axis=0) + _scatter(np.sum(t3, axis=0), 1, (4,), False))/N" in source
 
 
 def test_a_concat_of_fixed_values_is_broadcast_over_the_batch():
