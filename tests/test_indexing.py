@@ -281,3 +281,18 @@ def test_model_file_errors_are_one_line_naming_the_file_the_node_and_the_shape(n
     with pytest.raises(ModelError) as e:
         parse_model(MODEL.format(node=node), "m.toml")
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_an_index_binds_to_the_whole_operand_it_is_appended_to():
+    g = Graph()
+    x, a, W = g.input("x", (5,)), g.param("a", (5,)), g.param("W", (2, 5))
+    g.node("u", slice_(x * a + 1, 1, 5))
+    g.node("k", (W @ x)[1])
+    g.loss("L", sum_(g.symbol("u")) + g.symbol("k"))
+    source = generate_module(derive(g).program(), check_shapes=True)
+    assert "u = (a*x + 1)[:, 1:5]" in source and "k = (x @ W.T)[:, 1]" in source
+    params = {"a": np.arange(5.0), "W": np.ones((2, 5))}
+    loss, grads = compile_gradient(g)(params, {"x": np.ones((1, 5))})
+    assert loss == pytest.approx(1 + 2 + 3 + 4 + 4 + 5)
+    np.testing.assert_allclose(grads["a"], [0, 1, 1, 1, 1])
+    np.testing.assert_allclose(grads["W"], [[0] * 5, [1] * 5])
