@@ -90,7 +90,6 @@ class index(_Positional):
         return [scatter_of(g, i, i + 1, s), sp.S.Zero]
 
 
-
 class slice_(_Positional):
     """``h[start:stop]``: elements (of a vector) or rows (of a matrix) ``start`` to ``stop - 1``."""
 
@@ -129,7 +128,6 @@ class slice_(_Positional):
         return [scatter_of(g, start, stop, s), sp.S.Zero, sp.S.Zero]
 
 
-
 class concat(_Positional):
     """``concat(a, b, ...)``: vectors and scalars (one element each) joined into one vector, in order."""
 
@@ -149,7 +147,6 @@ class concat(_Positional):
             parts.append(part_of(g, offset, offset + size, shape_of))
             offset += size
         return parts
-
 
 
 class scatter(_Positional):

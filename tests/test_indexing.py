@@ -11,6 +11,7 @@ import pytest
 import sympy as sp
 
 from network_checks import assert_matches_reference_and_torch, spec_of
+from strategies import smallest_prime_above
 from symbackprop.codegen import generate_module
 from symbackprop.compile import compile_gradient
 from symbackprop.derive import derive
@@ -18,13 +19,15 @@ from symbackprop.graph import Graph, ModelError
 from symbackprop.indexing import concat, index, scatter, slice_
 from symbackprop.modelfile import parse_model
 from symbackprop.printing import NetworkLatexPrinter, NetworkTextPrinter
-from symbackprop.tensor import ones, sum_
+from symbackprop.functions import FUNCTIONS
+from symbackprop.tensor import TENSOR_FUNCTIONS, matmul, ones, sum_
 from test_render import parse_latex
 
-NAMESPACE = {"index": index, "slice_": slice_, "concat": concat}
+#: the names the hand-written networks below use (as model files do, with index and slice_ spelled out)
+NAMESPACE = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "index": index, "slice_": slice_, "concat": concat}
 
 
-def vector_graph() -> tuple[Graph, dict]:
+def vector_graph() -> Graph:
     """h = tanh(W @ x) of 4; the loss uses h[0], h[-1], h[1:3] and concat(h[2], s, h[:2])."""
     g = Graph("indexed")
     x, s, y = g.input("x", (3,)), g.input("s"), g.input("y", (4,))
@@ -33,7 +36,7 @@ def vector_graph() -> tuple[Graph, dict]:
     c = g.node("c", concat(h[2], s, h[:2]))
     g.node("first", h[0] * h[-1])
     g.loss("L", sum_((c - y) ** 2) / 2 + g.symbol("first") + sum_(h[1:3] * v[1:3]) + v.T @ h)
-    return g, {"h": (4,), "c": (4,), "first": ()}
+    return g
 
 
 # ---- shapes and positions ------------------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ def test_wrong_positions_are_one_line_errors_naming_the_node_and_the_shape():
 
 
 def test_backward_rules_scatter_into_zeros_and_split():
-    g, _ = vector_graph()
+    g = vector_graph()
     d = derive(g)
     dc = d.adjoint("c")
     # h feeds c = concat(h[2], s, h[:2]): its adjoint picks dL/dc's parts back into the positions they came from
@@ -113,22 +116,16 @@ def test_gradients_equal_finite_differences_and_pytorch_at_batch_sizes_1_a_side_
     decls, nodes, loss = HAND_WRITTEN[case]
     symbols = {name: sp.Symbol(name, real=True) for _, name, _ in decls} | {
         name: sp.Symbol(name, real=True) for name, _ in nodes}
-    spec = spec_of(decls, [(n, sp.sympify(t, locals={**NAMESPACE, **symbols, **_functions()})) for n, t in nodes],
-                   loss)
-    assert 1 in spec.batches and len(spec.batches) >= 3
+    spec = spec_of(decls, [(n, sp.sympify(t, locals={**NAMESPACE, **symbols})) for n, t in nodes], loss)
+    side = max(spec.sides)
+    spec.batches = (1, side, smallest_prime_above(side))  # 1, the longest side, a prime above every side
     assert_matches_reference_and_torch(spec)
-
-
-def _functions():
-    from symbackprop.functions import FUNCTIONS
-    from symbackprop.tensor import TENSOR_FUNCTIONS, matmul
-    return {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul}
 
 
 def test_the_api_graph_matches_pytorch_with_shape_checks():
     pytest.importorskip("torch")
     from symbackprop.torch_eval import torch_loss_and_grad
-    g, _ = vector_graph()
+    g = vector_graph()
     compiled = compile_gradient(g)
     rng = np.random.default_rng(4)
     params = {"W": rng.normal(size=(4, 3)), "v": rng.normal(size=4)}
@@ -143,7 +140,7 @@ def test_the_api_graph_matches_pytorch_with_shape_checks():
 
 # ---- printed forms ----------------------------------------------------------------------------------------------
 def test_latex_writes_subscripts_0_based_and_stacks_concat_and_scatter():
-    g, _ = vector_graph()
+    g = vector_graph()
     latex = derive(g).to("latex")
     # first = h[0] * h[-1]: dL/dh gets dL/dfirst h[-1] (resolved to h[3]) at position 0 and dL/dfirst h[0] at 3
     assert (r"\begin{bmatrix} \frac{\partial L}{\partial \mathrm{first}} {\mathbf{h}}_{3} \\ \mathbf{0}_{3} "
@@ -174,7 +171,7 @@ def _entries(line: str) -> list[str]:
 
 
 def test_every_latex_line_is_well_formed_and_mathml_parses():
-    g, _ = vector_graph()
+    g = vector_graph()
     d = derive(g)
     for line in d.to("latex", shapes=True).splitlines():
         for part in _entries(line):
@@ -194,7 +191,7 @@ def test_katex_renders_every_line_when_installed():
     node_path = katex_node_path()
     if node_path is None:
         pytest.skip("KaTeX check needs node and the katex package (npm install -g katex, or NODE_PATH)")
-    g, _ = vector_graph()
+    g = vector_graph()
     d = derive(g)
     items = [(line[:60], line) for line in d.to("latex", shapes=True).splitlines()]
     result = subprocess.run(["node", "-e", KATEX_SCRIPT], input=json.dumps(items), capture_output=True, text=True,
@@ -203,7 +200,7 @@ def test_katex_renders_every_line_when_installed():
 
 
 def test_text_writes_positions_as_the_model_does():
-    g, _ = vector_graph()
+    g = vector_graph()
     text = derive(g).to("text")
     assert "[zeros(3); dL/dfirst * h[0]] + [dL/dfirst * h[3]; zeros(3)]" in text
     assert "[zeros(2); dL/dc[0]; zeros(1)]" in text and "[zeros(1); h[1:3]; zeros(1)]" in text
@@ -212,7 +209,7 @@ def test_text_writes_positions_as_the_model_does():
 
 
 def test_generated_code_indexes_after_the_batch_axis_and_concatenates_along_it():
-    g, _ = vector_graph()
+    g = vector_graph()
     source = generate_module(derive(g).program(), check_shapes=True)
     assert "h[:, 0]" in source and "h[:, 3]" in source and "h[:, 1:3]" in source
     assert "np.concatenate((h[:, 2][:, None], s[:, None], h[:, 0:2]), axis=1)" in source
