@@ -100,10 +100,10 @@ HAND_WRITTEN = {
         [("r", "index(W, 1) + b"), ("M", "slice_(W, 2, 4)"), ("e", "sum(r * x) + sum(tanh(matmul(M, x)))")],
         "(e - y)**2 / 2"),
     "concat of vectors, scalars and parameters": (
-        [("input", "x", (2,)), ("input", "s", ()), ("param", "b", (2,)), ("param", "w", ()), ("param", "V", (3, 6)),
-         ("input", "y", (3,))],
+        [("input", "x", (2,)), ("input", "s", ()), ("param", "b", (2,)), ("param", "w", ()), ("param", "V", (1, 6)),
+         ("input", "y", ())],
         [("c", "concat(x * b, s, w, index(b, 0) + s, w * s)"), ("o", "sigmoid(matmul(V, c))")],
-        "sum((o - y)**2) / 2"),
+        "(o - y)**2 / 2"),
     "slice of a slice and an index of a concat": (
         [("input", "x", (5,)), ("param", "a", (5,)), ("param", "w", ()), ("input", "y", ())],
         [("u", "slice_(slice_(x * a, 1, 5), -3, 10)"), ("k", "index(concat(u, w * index(a, 4)), -1)")],
