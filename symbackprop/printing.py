@@ -266,7 +266,8 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
         return f"ones({', '.join(str(n) for n in expr.args)})"
 
     def subscripted(self, expr) -> str:
-        return self.parenthesize(expr.args[0], PRECEDENCE["Atom"], strict=True) + f"[{self.positions(expr, False)}]"
+        """``h[0]``, ``tanh(z)[1:3]``, ``(2 * h)[0]``: a call or a name takes the subscript as it is, as in Python."""
+        return self.parenthesize(expr.args[0], PRECEDENCE["Func"], strict=True) + f"[{self.positions(expr, False)}]"
 
     def _print_index(self, expr):
         return self.subscripted(expr)
