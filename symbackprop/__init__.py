@@ -17,11 +17,12 @@ __version__ = "0.1.0"
 from .functions import relu, sigmoid, softplus, step  # noqa: E402
 from .graph import Graph, ModelError, TensorSymbol  # noqa: E402
 from .tensor import ShapeError, logsumexp, matmul, mean, softmax, sum_, transpose  # noqa: E402
+from .indexing import concat, index, slice_  # noqa: E402
 from .derive import Derivation, derive  # noqa: E402
 from .compile import CompiledGradient, compile_gradient  # noqa: E402
 
 __all__ = [
     "Graph", "ModelError", "TensorSymbol", "ShapeError", "Derivation", "derive", "CompiledGradient",
     "compile_gradient", "sigmoid", "softplus", "relu", "step", "softmax", "logsumexp", "sum_", "mean",
-    "matmul", "transpose",
+    "matmul", "transpose", "concat", "index", "slice_",
 ]

@@ -110,7 +110,7 @@ def variable_names(program: Program) -> dict[sp.Symbol, str]:
     """A Python name for every symbol: user names as declared, adjoints as ``dL_dz``, all distinct."""
     names: dict[sp.Symbol, str] = {}
     taken: set[str] = set()
-    for q in program.inputs + program.params + program.nodes:
+    for q in program.inputs + program.params + program.constants + program.nodes:
         names[q.symbol] = q.name
         taken.add(q.name)
     for a in program.assignments:
@@ -275,6 +275,12 @@ class ModuleWriter:
                               f"dtype=np.float64), (N, *{tuple(shape)!r}))")
         return lines + [f"{i}return {{{', '.join(values)}}}"]
 
+    def constant_lines(self) -> str:
+        """The model's named constants as module-level assignments (``lam = 0.01``), read by every function."""
+        if not self.program.constants:
+            return ""
+        return "\n# constants of the model\n" + "".join(f"{q.name} = {q.value!r}\n" for q in self.program.constants)
+
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
@@ -310,7 +316,7 @@ import numpy as np
 
 PARAMS = {shapes(p.params)}
 INPUTS = {shapes(p.inputs)}
-'''
+{self.constant_lines()}'''
         checks = [ARRAYS_HELPER] + ([CHECK_SHAPE_HELPER] if self.check_shapes else [])
         parts = [header] + checks + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
         return "\n\n".join(part.rstrip("\n") + "\n" for part in parts)

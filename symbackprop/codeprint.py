@@ -27,6 +27,7 @@ from functools import lru_cache
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
+from .indexing import scatter
 from .printing import FunctionBases, reading_order
 from .tensor import Shape, infer_shape, matmul, transpose
 
@@ -42,6 +43,17 @@ def _logsumexp(v):
     """log(sum(exp(v))) over the last axis, computed stably."""
     m = np.max(v, axis=-1, keepdims=True)
     return np.log(np.sum(np.exp(v - m), axis=-1)) + m[..., 0]
+''',
+    "_scatter": '''\
+def _scatter(g, start, shape, batched):
+    """g at positions start, start + 1, ... of the first axis of zeros of a per-sample shape (the adjoint of an
+    index or a slice); with batched, g and the result have the batch axis first."""
+    g = np.asarray(g, dtype=np.float64)
+    lead = g.shape[:1] if batched else ()
+    block = g.reshape(lead + (-1,) + shape[1:])
+    out = np.zeros(lead + shape)
+    out[(slice(None),) * len(lead) + (slice(start, start + block.shape[len(lead)]),)] = block
+    return out
 ''',
     "_matmul": '''\
 def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
@@ -367,6 +379,39 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def _print_ones(self, expr):
         return self.call("np.ones", repr(tuple(int(n) for n in expr.args)))
 
+    def at_positions(self, expr, positions: str) -> Code:
+        """``a[:, positions]`` (after the batch axis) or ``a[positions]``: an index binds tightest."""
+        a = expr.args[0]
+        return self.postfix(self._print(a), f"[:, {positions}]" if self.batched(a) else f"[{positions}]")
+
+    def _print_index(self, expr):
+        return self.at_positions(expr, str(expr.args[1]))
+
+    def _print_slice_(self, expr):
+        return self.at_positions(expr, f"{expr.args[1]}:{expr.args[2]}")
+
+    def _print_concat(self, expr):
+        """``np.concatenate((a, b[:, None]), axis=1)``: each piece as an (N, k) block (a per-sample scalar gets an
+        axis, a value the same for every sample is broadcast to N rows)."""
+        batched = self.batched(expr)
+        pieces = []
+        for a in expr.args:
+            shape, code = self.shape(a), self._print(a)
+            if not batched:
+                pieces.append(code if shape else Code(f"[{code}]"))
+            elif not self.batched(a):
+                pieces.append(self.call("np.broadcast_to", code, f"(N, {shape[0]})") if shape else
+                              self.call("np.full", "(N, 1)", code))
+            else:
+                pieces.append(code if shape else self.postfix(code, "[:, None]"))
+        joined = Code("(" + ", ".join(pieces) + ("," if len(pieces) == 1 else "") + ")")
+        return self.call("np.concatenate", joined, "axis=1") if batched else self.call("np.concatenate", joined)
+
+    def _print_scatter(self, expr):
+        g = expr.args[0]
+        return self.call(self.helper("_scatter"), self._print(g), str(expr.start), repr(expr.operand_shape),
+                         str(self.batched(g)))
+
     def _print_TensorOp(self, expr):
         raise TypeError(f"no NumPy form for {type(expr).__name__}")
 
@@ -392,6 +437,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return self.negate(total) if coeff == -1 else self.binary(self._print(coeff), "*", total)
 
     def batch_sum_of_factors(self, factors) -> Code:
+        if isinstance(factors, scatter) and self.batched(factors.args[0]):
+            # the sum of scattered adjoints is the scatter of their sum: no (N, *shape) array of zeros
+            g = self.call("np.sum", self._print(factors.args[0]), "axis=0")
+            return self.call(self.helper("_scatter"), g, str(factors.start), repr(factors.operand_shape), "False")
         if isinstance(factors, matmul) and isinstance(factors.args[1], transpose):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):

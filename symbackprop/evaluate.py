@@ -123,7 +123,8 @@ def check_point(graph: Graph, given: Mapping[Any, Any], defaults: Mapping[str, n
         if q is None:
             choices = ", ".join(known) or "none"
             kind = graph[name].kind if name in graph.quantities else None
-            what = {"node": "is a node, not", "loss": "is the loss, not", None: "is not"}[kind]
+            what = {"node": "is a node, not", "loss": "is the loss, not", "constant": "is a constant (its value is "
+                    "fixed in the model), not", None: "is not"}[kind]
             raise PointError(f"{option} {name}: '{name}' {what} an input or parameter (choose from: {choices})")
         array = _as_array(value, f"{option} {name}")
         if array.shape != q.shape:
@@ -204,9 +205,9 @@ class Evaluation:
 
     # ---- what the renderers print ----------------------------------------------------------------------------
     def forward_steps(self) -> list[Step]:
-        """The point (inputs, then parameters) and the forward pass, each node by its definition."""
+        """The point (inputs, then parameters and constants) and the forward pass, each node by its definition."""
         g = self.derivation.graph
-        given = [Step("given", Math(q.symbol), (), q.name) for q in g.input_list + g.params]
+        given = [Step("given", Math(q.symbol), (), q.name) for q in g.input_list + g.params + g.constants]
         nodes = [Step("value" if q.name == g.loss_name else "forward", Math(q.symbol), (Math(q.expr),), q.name)
                  for q in g.computed]
         return given + nodes
@@ -323,6 +324,7 @@ def evaluate(derivation, point: Mapping[Any, Any], lr: float | None = None, digi
     with np.errstate(all="ignore"):  # a value that overflows is shown as it is (inf), not warned about
         traced = trace(params, data)
     values = {q.name: at[q.name].reshape(q.canonical_shape) for q in g.input_list + g.params}
+    values.update({q.name: np.array(q.value) for q in g.constants})
     values.update({name: np.array(v[0]) for name, v in traced.items()})
     optimizer = derivation.optimizer if lr is None else derivation.optimizer.with_lr(float(lr))
     if not any(s.kind == "update" for s in derivation.steps) or (

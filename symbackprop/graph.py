@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import sympy as sp
 
 from .functions import Elementwise, FUNCTIONS
+from .indexing import resolve_positions
 from .stable import stable_forms
 from .tensor import TENSOR_FUNCTIONS, MatrixSyntax, Shape, ShapeError, TensorOp, canonical_shape, infer_shape
 
@@ -51,7 +53,7 @@ MAX_NAME_LENGTH = 64
 #: Names a user may not take: functions, Python keywords and builtins, and names the generated code uses.
 RESERVED = (set(FUNCTIONS) | set(TENSOR_FUNCTIONS) | set(keyword.kwlist) | set(dir(builtins))
             | {"np", "numpy", "N", "T", "params", "data", "loss", "grads", "values", "matmul", "transpose",
-               "ones", "pi", "E", "I", "oo", "nan", "inf", "eta", "forward", "loss_and_grad"})
+               "ones", "pi", "E", "I", "oo", "nan", "inf", "eta", "forward", "loss_and_grad", "concat", "index"})
 
 
 def check_name(name: Any, where: str) -> str:
@@ -73,10 +75,11 @@ class Quantity:
     name: str
     symbol: TensorSymbol
     shape: Shape
-    kind: str  # "input", "param", "node" or "loss"
+    kind: str  # "input", "param", "constant", "node" or "loss"
     expr: sp.Expr | None = None  # the definition, for nodes and the loss
     init: Any = None  # the initial value spec, for parameters
     onehot: bool = False  # inputs whose rows sum to one (class labels), so sum(y) = 1
+    value: float | None = None  # the number, for constants
 
     @property
     def canonical_shape(self) -> Shape:
@@ -119,6 +122,17 @@ class Graph:
         where = where or f"param '{name}'"
         return self._declare(name, _check_shape(shape, where), "param", where, init=init)
 
+    def constant(self, name: str, value: float, where: str | None = None) -> TensorSymbol:
+        """Declare a named number (``lam = 0.01``): a symbol in the derivation, its value in the code.
+
+        A constant is a scalar that no gradient flows into; naming it keeps the derivation in the symbols
+        the user thinks in (weight decay ``lam * sum(W*W)`` differentiates to ``2 lam W``).
+        """
+        where = where or f"constant '{name}'"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelError(where, f"a constant must be a finite number, got {str(value)[:40]}")
+        return self._declare(name, (), "constant", where, value=float(value))
+
     def node(self, name: str, expr: Any, where: str | None = None) -> TensorSymbol:
         """Define a named intermediate value from inputs, parameters and earlier nodes."""
         return self._define(name, expr, "node", where or f"node '{name}'")
@@ -146,8 +160,9 @@ class Graph:
 
     def _define(self, name: str, expr: Any, kind: str, where: str) -> TensorSymbol:
         applied: set[int] = set()
-        expr = stable_forms(self._adopt(expr, where), self._definition, self.shapes, applied)
         try:
+            expr = resolve_positions(self._adopt(expr, where), self.shapes)
+            expr = stable_forms(expr, self._definition, self.shapes, applied)
             shape = infer_shape(expr, self.shapes)
         except ShapeError as e:
             raise ModelError(where, str(e)) from None
@@ -199,6 +214,10 @@ class Graph:
     @property
     def input_list(self) -> list[Quantity]:
         return self.of_kind("input")
+
+    @property
+    def constants(self) -> list[Quantity]:
+        return self.of_kind("constant")
 
     @property
     def computed(self) -> list[Quantity]:

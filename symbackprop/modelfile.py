@@ -5,8 +5,8 @@ code and must cost bounded time and memory whatever it holds:
 
 * expressions are read by Python's ``ast`` module, which only parses, and turned into SymPy objects by
   :class:`ExpressionReader`, which accepts numbers, declared names, ``+ - * / ** @``, unary ``-`` and
-  ``+``, parentheses, ``.T`` and calls of the known functions (each with the number of arguments
-  :data:`ARITY` gives it), and nothing else. ``sympify`` and
+  ``+``, parentheses, ``.T``, subscripts with whole-number positions (``h[0]``, ``h[-1]``, ``h[1:3]``) and
+  calls of the known functions (each with the number of arguments :data:`ARITY` gives it), and nothing else. ``sympify`` and
   ``parse_expr`` are never used: they call ``eval``;
 * limits on length, characters and bracket nesting are checked before ``ast.parse`` sees the text, and
   limits on numbers (literals, exponents, folded constants) before SymPy computes with them, so
@@ -34,6 +34,7 @@ import sympy as sp
 
 from .functions import FUNCTIONS
 from .graph import Graph, ModelError, TensorSymbol
+from .indexing import OPEN_END, concat, index, slice_
 from .initializers import check_init
 from .tensor import TENSOR_FUNCTIONS, ShapeError, infer_shape, keep_shape, matmul, transpose
 
@@ -48,12 +49,13 @@ MAX_ENTRIES = 10_000  # per section
 MAX_ELEMENTS = 10_000_000  # per input or parameter
 MAX_MODEL_NAME = 200
 #: Every function a model file may call, by name (the same functions as in the Python API).
-CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "transpose": transpose}
+CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "transpose": transpose,
+                             "concat": concat}
 #: How many arguments a function takes, (fewest, most), for those that do not take exactly one. A function
 #: with an optional argument, such as leaky_relu(z, slope), is (1, 2); clip(z, lo, hi) is (3, 3).
-ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2)}
+ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2), "concat": (2, 64)}
 
-TOP_LEVEL = ("name", "inputs", "params", "nodes", "loss", "data", "train")
+TOP_LEVEL = ("name", "inputs", "params", "constants", "nodes", "loss", "data", "train")
 INPUT_KEYS = ("shape", "onehot")
 PARAM_KEYS = ("shape", "init")
 
@@ -345,6 +347,34 @@ class ExpressionReader:
         return self.compute(lambda: f"{name}({', '.join(_short(a) for a in args)})", lambda: func(*args),
                             may_leave_reals=True)
 
+    def read_Subscript(self, node):
+        """``h[i]`` or ``h[start:stop]``: positions are whole numbers written in the expression (no step)."""
+        value = self.read(node.value)
+        key = node.slice
+        if isinstance(key, ast.Tuple):
+            self.fail(f"({_short(value)})[...] takes one position (W[i] is row i of a matrix; an element "
+                      "is W[i][j])")
+        if isinstance(key, ast.Slice):
+            if key.step is not None:
+                self.fail(f"a slice with a step is not supported in ({_short(value)})[...] (use concat of "
+                          "indices)")
+            start = 0 if key.lower is None else self.position(key.lower, "the start of a slice")
+            stop = OPEN_END if key.upper is None else self.position(key.upper, "the end of a slice")
+            return self.compute(lambda: f"({_short(value)})[{start}:{stop}]", lambda: slice_(value, start, stop))
+        i = self.position(key, "an index")
+        return self.compute(lambda: f"({_short(value)})[{i}]", lambda: index(value, i))
+
+    def position(self, node: ast.AST, what: str) -> int:
+        """A whole number written as such (``2``, ``-1``): positions are fixed when the model is read."""
+        negative = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+        literal = node.operand if negative else node
+        if not (isinstance(literal, ast.Constant) and type(literal.value) is int):
+            shown = ast.unparse(node) if len(ast.unparse(node)) <= 30 else ast.unparse(node)[:27] + "..."
+            self.fail(f"{what} must be a whole number such as 0 or -1, got {_show(shown)}")
+        if literal.value > MAX_LITERAL:
+            self.fail(f"{what} {_show(str(literal.value), 24)} is too large")
+        return -literal.value if negative else literal.value
+
     def read_Attribute(self, node):
         if node.attr != "T":
             self.fail(f"attribute access '.{node.attr}' is not allowed (only .T, the transpose)")
@@ -586,6 +616,18 @@ def _declare(graph: Graph, source: str, inputs: dict, params: dict) -> None:
         graph.param(key, shape, init=init, where=where)
 
 
+def _constants(graph: Graph, source: str, constants: dict) -> None:
+    """``[constants]``: ``name = number`` each; a name taken by an input, parameter or function is an error."""
+    for key, value in constants.items():
+        where = _entry(source, "constants", key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ModelError(where, f"a constant must be a number, got {_toml_type(value)}")
+        if not math.isfinite(value) or abs(value) > MAX_LITERAL:
+            raise ModelError(where, f"a constant must be a finite number of at most {MAX_LITERAL:g}, "
+                                    f"got {_show(str(value), 24)}")
+        graph.constant(key, value, where=where)
+
+
 def _define(graph: Graph, source: str, nodes: dict, loss: dict) -> None:
     """Parse [nodes] in order, then the loss; a name used too early gets 'used before' or 'cycle'."""
     if len(loss) != 1:
@@ -617,12 +659,14 @@ def parse_model(text: str, source: str = "<model>") -> Model:
                          f"unknown top-level key or section (allowed: {', '.join(TOP_LEVEL)})")
     inputs = _section(doc, "inputs", source, required=False)
     params = _section(doc, "params", source, required=True)
+    constants = _section(doc, "constants", source, required=False)
     nodes = _section(doc, "nodes", source, required=False)
     loss = _section(doc, "loss", source, required=True)
     data = _section(doc, "data", source, required=False)
     train = _section(doc, "train", source, required=False)
     graph = Graph(_model_name(doc, source))
     _declare(graph, source, inputs, params)
+    _constants(graph, source, constants)
     _define(graph, source, nodes, loss)
     return Model(graph, None, data, train)
 

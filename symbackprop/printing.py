@@ -18,7 +18,21 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .tensor import Shape
+from .tensor import Shape, TensorOp, transpose
+
+
+#: short names written as the Greek letter they abbreviate, as SymPy writes ``alpha`` or ``lamda`` (``lambda``
+#: itself is a Python keyword, so a model names weight decay ``lam``)
+GREEK_ABBREVIATIONS = {"lam": "lamda", "eps": "epsilon"}
+_ABBREVIATED = re.compile(r"(" + "|".join(GREEK_ABBREVIATIONS) + r")(?=$|_|\d)")
+
+
+def greek_spelled(symbol: sp.Symbol) -> sp.Symbol:
+    """``symbol`` under the name SymPy prints as a Greek letter (``lam`` -> ``lamda``, ``eps_2`` -> ``epsilon_2``)."""
+    name = _ABBREVIATED.sub(lambda m: GREEK_ABBREVIATIONS[m.group(1)], symbol.name, count=1)
+    if name == symbol.name or not _ABBREVIATED.match(symbol.name):
+        return symbol
+    return sp.Symbol(name, **symbol.assumptions0)
 
 
 def reading_order(factors) -> list:
@@ -78,13 +92,39 @@ class _ShapeAware(FunctionBases):
             return negative, 2 if magnitude.is_Number else (1 if magnitude.is_Atom else 0)
         return sorted(super()._as_ordered_terms(expr, order=order), key=rank)
 
-    def is_tensor(self, expr: sp.Expr) -> bool:
+    def shape_of(self, expr: sp.Expr) -> Shape | None:
+        """The (canonical) shape of ``expr`` from the shapes of its names; None where it cannot be told."""
         from .tensor import canonical_shape, infer_shape
         try:
             known = {s: canonical_shape(self.shapes.get(getattr(s, "of", s.name), ())) for s in expr.free_symbols}
-            return infer_shape(expr, known) != ()
+            return infer_shape(expr, known)
         except ValueError:
-            return False
+            return None
+
+    def is_tensor(self, expr: sp.Expr) -> bool:
+        return self.shape_of(expr) not in ((), None)
+
+    def positions(self, expr, rows: bool = True) -> str:
+        """What an index or slice selects, 0-based as in the model: ``0``, ``1:3``; with ``rows``, ``0,:`` for a
+        row of a matrix (as mathematics writes a row)."""
+        from .indexing import OPEN_END, index
+        if isinstance(expr, index):
+            first = str(expr.args[1])
+        else:  # an open end (h[1:], before a graph resolves it) is written as the user wrote it
+            first = f"{expr.args[1]}:{'' if expr.args[2] >= OPEN_END else expr.args[2]}"
+        return first + (",:" if rows and len(self.shape_of(expr.args[0]) or ()) == 2 else "")
+
+    def stacked(self, expr) -> list:
+        """The blocks of a scatter from top to bottom: ``("zeros", k)``, the adjoint, ``("zeros", k)``; and whether
+        the adjoint is one row of a matrix (a vector written as a row)."""
+        g = expr.args[0]
+        g_shape = self.shape_of(g) or ()
+        before, after = expr.zeros_around(g_shape)
+        cols = expr.operand_shape[1:]
+        row = bool(cols) and len(g_shape) < 2
+        blocks = [("zeros", (before, *cols))] if before else []
+        blocks.append(("row" if row else "value", g))
+        return blocks + ([("zeros", (after, *cols))] if after else [])
 
     def split_factors(self, expr: sp.Mul):
         scalars, tensors = [], []
@@ -108,7 +148,7 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         self._init_shapes(shapes)
 
     def _print_Symbol(self, expr, style="plain"):
-        text = super()._print_Symbol(expr, style)
+        text = super()._print_Symbol(greek_spelled(expr), style)
         base, sep, rest = text.partition("_")
         if self.shapes.get(expr.name, ()) != ():
             return rf"\mathbf{{{base}}}" + sep + rest
@@ -128,7 +168,9 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         head = ""
         if scalars:
             coeff = sp.Mul(*scalars, evaluate=False)
-            head = "- " if coeff == -1 else ("" if coeff == 1 else self.parenthesize(coeff, PRECEDENCE["Mul"]) + " ")
+            # a product of scalars needs no brackets before a tensor: 2 \lambda \mathbf{W}, as textbooks write it
+            head = "- " if coeff == -1 else ("" if coeff == 1 else
+                                             self.parenthesize(coeff, PRECEDENCE["Mul"], strict=True) + " ")
         body = r" \odot ".join(self.parenthesize(t, PRECEDENCE["Mul"]) for t in tensors)
         return head + body
 
@@ -150,6 +192,37 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
 
     def _print_ones(self, expr, exp=None):
         return r"\mathbf{1}"
+
+    def subscripted(self, expr, exp=None) -> str:
+        r"""``{\mathbf{h}}_{0}``: the operand in braces (its own subscript, as in ``W_1``, stays apart)."""
+        a = expr.args[0]
+        base = f"{{{self._print(a)}}}" if a.is_Atom or isinstance(a, TensorOp) else rf"\left({self._print(a)}\right)"
+        text = f"{base}_{{{self.positions(expr)}}}"
+        return text if exp is None else rf"\left({text}\right)^{{{exp}}}"
+
+    def _print_index(self, expr, exp=None):
+        return self.subscripted(expr, exp)
+
+    def _print_slice_(self, expr, exp=None):
+        return self.subscripted(expr, exp)
+
+    def column(self, entries: list[str], exp=None) -> str:
+        text = r"\begin{bmatrix} " + r" \\ ".join(entries) + r" \end{bmatrix}"
+        return text if exp is None else f"{text}^{{{exp}}}"
+
+    def _print_concat(self, expr, exp=None):
+        return self.column([self._print(a) for a in expr.args], exp)
+
+    def _print_scatter(self, expr, exp=None):
+        entries = []
+        for kind, what in self.stacked(expr):
+            if kind == "zeros":
+                entries.append("0" if what == (1,) else r"\mathbf{0}_{" + r" \times ".join(map(str, what)) + "}")
+            elif kind == "row":
+                entries.append(self._print_transpose(transpose(what)))
+            else:
+                entries.append(self._print(what))
+        return self.column(entries, exp)
 
 
 class NetworkTextPrinter(_ShapeAware, StrPrinter):
@@ -191,6 +264,29 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
 
     def _print_ones(self, expr):
         return f"ones({', '.join(str(n) for n in expr.args)})"
+
+    def subscripted(self, expr) -> str:
+        """``h[0]``, ``tanh(z)[1:3]``, ``(2 * h)[0]``: a call or a name takes the subscript as it is, as in Python."""
+        return self.parenthesize(expr.args[0], PRECEDENCE["Func"], strict=True) + f"[{self.positions(expr, False)}]"
+
+    def _print_index(self, expr):
+        return self.subscripted(expr)
+
+    def _print_slice_(self, expr):
+        return self.subscripted(expr)
+
+    def _print_concat(self, expr):
+        return f"concat({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_scatter(self, expr):
+        """The stacked column, as in NumPy's ``np.block`` without the brackets: ``[zeros(1); g; zeros(2)]``."""
+        entries = []
+        for kind, what in self.stacked(expr):
+            if kind == "zeros":
+                entries.append(f"zeros({', '.join(map(str, what))})")
+            else:
+                entries.append(self._print(transpose(what)) if kind == "row" else self._print(what))
+        return f"[{'; '.join(entries)}]"
 
     def _print_Elementwise(self, expr):
         return f"{expr.text_name}({self._print(expr.args[0])})"
@@ -279,7 +375,7 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
     def _print_Symbol(self, expr, style="plain"):
         """A name as SymPy writes it (``W_1``, ``δ``), with an accent for ``xhat``-style names and, for a
         vector or matrix, the bold letters of Unicode (MathML Core ignores ``mathvariant="bold"``)."""
-        e = super()._print_Symbol(expr, style)
+        e = super()._print_Symbol(greek_spelled(expr), style)
         base = e if e.tagName == "mi" else e.firstChild
         text = base.firstChild.data
         tensor = self.shapes.get(expr.name, ()) != ()
@@ -312,7 +408,7 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
             if coeff == -1:
                 out.appendChild(self.op("\u2212"))
             elif coeff != 1:
-                out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"]))
+                out.appendChild(self.parenthesize(coeff, PRECEDENCE["Mul"], strict=True))
         for i, t in enumerate(tensors):
             if i:
                 out.appendChild(self.op("\u2299"))
@@ -335,3 +431,38 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         return self.applied(mathml_name(expr.text_name), expr.args[0])
 
     _print_Reduction = _print_Elementwise  # sum(v), softmax(v): a name and its argument, as functions
+
+    def subscripted(self, expr):
+        a = expr.args[0]
+        base = self._print(a) if a.is_Atom or isinstance(a, TensorOp) else self.bracketed(self._print(a))
+        parts = []
+        for piece in re.split(r"([:,])", self.positions(expr)):
+            if piece:
+                parts.append(self.op(piece) if piece in ":," else self.element("mn", text=piece))
+        return self.element("msub", base, self.row(*parts))
+
+    def _print_index(self, expr):
+        return self.subscripted(expr)
+
+    def _print_slice_(self, expr):
+        return self.subscripted(expr)
+
+    def column(self, entries: list):
+        table = self.element("mtable")
+        for e in entries:
+            table.appendChild(self.element("mtr", self.element("mtd", e)))
+        return self.row(self.op("["), table, self.op("]"))
+
+    def _print_concat(self, expr):
+        return self.column([self._print(a) for a in expr.args])
+
+    def _print_scatter(self, expr):
+        entries = []
+        for kind, what in self.stacked(expr):
+            if kind == "zeros":
+                size = "\u00d7".join(map(str, what))
+                block = self.element("msub", self.element("mn", text=math_bold("0")), self.element("mn", text=size))
+                entries.append(self.element("mn", text="0") if what == (1,) else block)
+            else:
+                entries.append(self._print(transpose(what)) if kind == "row" else self._print(what))
+        return self.column(entries)

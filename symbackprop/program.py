@@ -50,6 +50,7 @@ class Program:
     gradients: dict[str, sp.Symbol]  # target name -> symbol holding the batch-mean gradient
     shapes: dict[sp.Symbol, Shape] = field(default_factory=dict)
     batched: set[sp.Symbol] = field(default_factory=set)
+    constants: list = field(default_factory=list)  # graph Quantities: named numbers, module-level in the code
 
     def section(self, name: str) -> list[Assignment]:
         return [a for a in self.assignments if a.section == name]
@@ -138,4 +139,4 @@ def build_program(derivation, cse: bool = True) -> Program:
         if a.expr.free_symbols & varying:
             varying.add(a.target)
     return Program(g.name, g.symbol(g.loss_name), g.input_list, g.params, g.computed, assignments, gradients,
-                   dict(shape_of.known), varying)
+                   dict(shape_of.known), varying, g.constants)

@@ -93,7 +93,7 @@ class Renderer:
     # ---- lines ---------------------------------------------------------------------------------
     def title(self, step: Step) -> str:
         if step.kind == "given":
-            return "parameter" if self.derivation.graph[step.subject].kind == "param" else "input"
+            return {"param": "parameter", "constant": "constant"}.get(self.derivation.graph[step.subject].kind, "input")
         return TITLES[step.kind]
 
     def forms(self, step: Step) -> list[str]:

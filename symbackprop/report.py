@@ -124,6 +124,8 @@ def model_table(graph, renderer: HtmlRenderer) -> str:
         shape = "\u00d7".join(map(str, q.shape)) if q.shape else "scalar"
         if q.expr is not None:
             definition = _math(renderer, q.expr)
+        elif q.kind == "constant":
+            definition = f"{q.value!r}"
         elif q.kind == "param":
             definition = f"init {html.escape(repr(q.init) if not isinstance(q.init, str) else q.init)}"
         else:

@@ -14,8 +14,8 @@ import numpy as np
 
 #: fill and stroke of a box, by the kind of quantity
 COLOURS = {"input": ("#dbeafe", "#2563eb"), "param": ("#fef3c7", "#b45309"), "node": ("#f3f4f6", "#4b5563"),
-           "loss": ("#fee2e2", "#b91c1c")}
-KIND_WORDS = {"input": "input", "param": "parameter", "node": "node", "loss": "loss"}
+           "loss": ("#fee2e2", "#b91c1c"), "constant": ("#ecfccb", "#4d7c0f")}
+KIND_WORDS = {"input": "input", "param": "parameter", "node": "node", "loss": "loss", "constant": "constant"}
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 BOX_W, GAP_X, GAP_Y, LINE = 184, 56, 22, 15
 
@@ -105,7 +105,8 @@ def graph_picture(graph, evaluation=None, title: str | None = None) -> str:
     for name, (x, y) in xy.items():
         out.append(_box(graph, name, x, y, box_h, evaluation))
     legend_y = height - 16
-    for i, kind in enumerate(("input", "param", "node", "loss")):
+    kinds = ("input", "param") + (("constant",) if graph.constants else ()) + ("node", "loss")
+    for i, kind in enumerate(kinds):
         fill, stroke = COLOURS[kind]
         lx = 24 + i * 110
         out.append(f'<rect x="{lx}" y="{legend_y - 10}" width="14" height="12" rx="3" fill="{fill}" '
@@ -123,7 +124,7 @@ def _box(graph, name: str, x: float, y: float, h: float, evaluation) -> str:
     if q.expr is not None:
         detail = NetworkTextPrinter({n: p.shape for n, p in graph.quantities.items()}).doprint(q.expr)
     else:
-        detail = f"{KIND_WORDS[q.kind]}, {shape}"
+        detail = f"= {q.value!r}" if q.kind == "constant" else f"{KIND_WORDS[q.kind]}, {shape}"
     tooltip = [f"{name} ({KIND_WORDS[q.kind]}, {shape})"] + ([f"{name} = {detail}"] if q.expr is not None else [])
     rows = [(name, 13, "bold"), (_clip(detail), 11, "normal")]
     if evaluation is not None:

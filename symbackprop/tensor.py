@@ -42,7 +42,8 @@ def _text(expr: sp.Expr) -> str:
 class MatrixSyntax:
     """``A @ B`` and ``A.T`` on network quantities and tensor operations, so the Python API reads like NumPy.
 
-    (Other SymPy expressions, such as ``tanh(W @ x)``, have no ``@``: write ``matmul(a, b)`` there.)
+    (Other SymPy expressions, such as ``tanh(W @ x)``, have no ``@`` or ``[i]``: write ``matmul(a, b)`` or
+    ``index(a, i)`` there.)
     """
 
     def __matmul__(self, other):
@@ -54,6 +55,13 @@ class MatrixSyntax:
     @property
     def T(self):
         return transpose(self)
+
+    def __getitem__(self, key):
+        """``h[0]``, ``h[-1]``, ``h[1:3]``, ``W[0]`` (a row): see :mod:`symbackprop.indexing`."""
+        from .indexing import subscript
+        return subscript(self, key)
+
+    __iter__ = None  # ``h[i]`` does not make a quantity a Python sequence: iterating one is a TypeError
 
 
 class TensorOp(MatrixSyntax, sp.Function):
@@ -125,7 +133,8 @@ class matmul(TensorOp):
             hint = ""
             if len(arg_shapes[0]) == 1 and arg_shapes[0] == arg_shapes[1]:  # two column vectors: a dot product?
                 left, right = (_text(arg) for arg in self.args)
-                dot = (f"{left}.T @ {right}" if all(arg.is_Symbol for arg in self.args)
+                tight = all(arg.is_Symbol or getattr(arg, "precedence", 0) == PRECEDENCE["Atom"] for arg in self.args)
+                dot = (f"{left}.T @ {right}" if tight  # names, or names with an index (h[0], W[1])
                        else f"matmul(transpose({left}), {right})")
                 hint = f"; for the dot product of two vectors write {dot}"
             raise ShapeError(

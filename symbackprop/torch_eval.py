@@ -14,7 +14,8 @@ column vector of shape ``(n,)`` is ``(B, n, 1)``, a row vector ``(1, n)`` is ``(
   scalar ``(B, 1, 1)`` against a tensor;
 * ``matmul`` is ``@`` (batched), ``transpose`` swaps the last two axes;
 * ``sum``/``mean`` reduce the last two axes (keeping them, so the result is again a scalar);
-* ``softmax``/``logsumexp`` of a (column) vector work along axis -2.
+* ``softmax``/``logsumexp`` of a (column) vector work along axis -2;
+* an index or slice selects along axis -2 (elements of a column, rows of a matrix), ``concat`` joins along it.
 
 The loss is ``(B, 1, 1)``; its mean over the batch is what ``.backward()`` differentiates.
 """
@@ -101,6 +102,18 @@ class TorchEvaluator:
     def _eval_logsumexp(self, expr, env):
         return self.torch.logsumexp(self.eval(expr.args[0], env), dim=-2, keepdim=True)
 
+    def _eval_index(self, expr, env):  # element i of a vector (B, n, 1); row i of a matrix, as a column
+        a, i = self.eval(expr.args[0], env), int(expr.args[1])
+        return a[:, i:i + 1, :] if a.shape[-1] == 1 else a[:, i, :].unsqueeze(-1)
+
+    def _eval_slice_(self, expr, env):  # elements of a vector or rows of a matrix: the middle axis either way
+        return self.eval(expr.args[0], env)[:, int(expr.args[1]):int(expr.args[2]), :]
+
+    def _eval_concat(self, expr, env):  # columns (B, k, 1) stacked along the middle axis, batch axes broadcast
+        pieces = [self.eval(a, env) for a in expr.args]
+        batch = max(p.shape[0] for p in pieces)
+        return self.torch.cat([p.expand(batch, -1, -1) for p in pieces], dim=1)
+
     def _eval_ones(self, expr, env):
         shape = matrix_shape(tuple(int(n) for n in expr.args))
         return self.torch.ones((1, *shape), dtype=self.torch.float64)
@@ -113,6 +126,8 @@ class TorchEvaluator:
             env[q.name] = params[q.name].reshape((1, *matrix_shape(q.shape)))
         for q in self.graph.input_list:
             env[q.name] = data[q.name].reshape((-1, *matrix_shape(q.shape)))
+        for q in self.graph.constants:
+            env[q.name] = self.constant(q.value).reshape(1, 1, 1)
         for q in self.graph.computed:
             env[q.name] = self.eval(q.expr, env)
         return env

@@ -12,8 +12,9 @@ Tensor networks (:func:`tensor_graphs`) are drawn as users write them: every arg
 operation is itself a random expression (:meth:`TensorBuilder.expression`: sums, differences, scalings by
 numbers, parameters and per-sample scalars, Hadamard products, quotients, powers with integer,
 fractional, negative and parameter exponents, functions, nested matrix products such as ``(A @ B) @ x``,
-``tanh(U @ V) @ x`` or ``(W + U) @ x``, transposes, reductions, softmax), plus normalisations (L2,
-layer norm, RMSNorm, cosine similarity) and alias nodes (``h2 = h1``).
+``tanh(U @ V) @ x`` or ``(W + U) @ x``, transposes, reductions, softmax, indices, slices and concats such as
+``h[-1]``, ``W[0]``, ``h[1:3]``, ``concat(s, v[1:])``), plus normalisations (L2, layer norm, RMSNorm, cosine
+similarity), named constants (``c0 = 0.5``) wherever a scalar may stand, and alias nodes (``h2 = h1``).
 
 The two kinks (``relu`` and ``abs``) cannot be kept away from 0 by construction without making them
 trivial, so the reference evaluation reports how close every kink argument comes to 0 and the tests
@@ -36,6 +37,7 @@ from hypothesis import strategies as st
 
 from symbackprop.functions import relu, sigmoid, softplus, step
 from symbackprop.graph import Graph
+from symbackprop.indexing import OPEN_END, concat, index, slice_
 from symbackprop.tensor import (canonical_shape, infer_shape, logsumexp, matmul, matrix_shape, mean, ones, softmax,
                                 sum_, transpose)
 
@@ -46,12 +48,13 @@ TENTH, HALF, THREE_HALVES = sp.Rational(1, 10), sp.Rational(1, 2), sp.Rational(3
 # ---- the spec ----------------------------------------------------------------------------------------
 @dataclass
 class Decl:
-    """An input or a parameter."""
+    """An input, a parameter or a named constant."""
 
     name: str
-    kind: str  # "input" or "param"
+    kind: str  # "input", "param" or "constant"
     shape: Shape
     target: str = ""  # for the target input: "real" or "probabilities"
+    value: float = 0.0  # for a constant
 
 
 @dataclass
@@ -69,7 +72,8 @@ class GraphSpec:
         lines = [f"{self.family} network (seed={self.seed}, N in {self.batches}):"]
         for d in self.decls:
             shape = f"{list(d.shape)}" if d.shape else "scalar"
-            lines.append(f"    {d.kind} {d.name}: {shape}")
+            declared = f"constant {d.name} = {d.value}" if d.kind == "constant" else f"{d.kind} {d.name}: {shape}"
+            lines.append("    " + declared)
         lines += [f"    {name} = {expr}" for name, expr in self.nodes]
         lines.append(f"    L = {self.loss}")
         return "\n".join(lines)
@@ -105,6 +109,8 @@ class GraphSpec:
             g.input(d.name, d.shape)
         for d in self.of_kind("param"):
             g.param(d.name, d.shape)
+        for d in self.of_kind("constant"):
+            g.constant(d.name, d.value)
         for name, expr in self.nodes:
             g.node(name, expr)
         g.loss("L", self.loss)
@@ -202,6 +208,13 @@ class Reference:
             return float(np.log(np.sum(np.exp(args[0]))))
         if isinstance(e, ones):
             return np.ones(tuple(int(n) for n in e.args)) if len(e.args) == 2 else np.ones((int(e.args[0]), 1))
+        if isinstance(e, index):  # NumPy's own negative indices; a row of a matrix becomes a column
+            a, i = args[0], int(e.args[1])
+            return float(a[i, 0]) if a.shape[1] == 1 else a[i, :].reshape(-1, 1)
+        if isinstance(e, slice_):  # NumPy's own slice rules (negative and past-the-end bounds)
+            return _scalar_if_1x1(args[0][int(e.args[1]):int(e.args[2]), :])
+        if isinstance(e, concat):
+            return np.vstack([np.reshape(a, (-1, 1)) for a in args])
         raise TypeError(f"the reference evaluation has no case for {type(e).__name__}")
 
 
@@ -230,6 +243,7 @@ def reference_values(spec: GraphSpec, params: dict, data: dict) -> ReferenceResu
         try:
             for i in range(len(next(iter(data.values()))) if data else 1):
                 env = {name: _column(v, shapes[name]) for name, v in params.items()}
+                env.update({d.name: d.value for d in spec.of_kind("constant")})
                 env.update({name: _column(v[i], shapes[name]) for name, v in data.items()})
                 for name, expr in computed:
                     env[name] = reference(expr, env)
@@ -378,6 +392,8 @@ def scalar_graphs(draw, max_nodes: int = 7, max_inputs: int = 2) -> GraphSpec:
 # ---- tensor networks: a random expression in every argument position ------------------------------------
 #: eps of a normalisation: 1/10, or 1e-5 as users write it (a Float in the printed code)
 EPSILONS = (TENTH, sp.Float(1e-5))
+#: values of named constants: a scale, a negative one, weight-decay sized, and a number SymPy would keep exact
+CONSTANT_VALUES = (0.5, -1.5, 0.01, 2.0)
 
 
 def _matrix_of(rows: int, cols: int) -> Shape:
@@ -439,9 +455,12 @@ class TensorBuilder(Builder):
         return shape if not shape or self.draw(st.booleans()) else ()
 
     def leaf(self, shape: Shape) -> sp.Expr:
-        """A parameter, a node no later node uses yet (so nodes chain), an input, a tied transpose, or any
-        earlier quantity of ``shape``."""
-        kind = self.draw(st.sampled_from(["param"] * 4 + ["node"] * 2 + ["input"] * 2 + ["tied", "quantity"]))
+        """A parameter, a node no later node uses yet (so nodes chain), an input, a tied transpose, a named
+        constant (for a scalar), or any earlier quantity of ``shape``."""
+        kind = self.draw(st.sampled_from(["param"] * 4 + ["node"] * 2 + ["input"] * 2 + ["tied", "quantity",
+                                                                                          "constant"]))
+        if kind == "constant" and shape == ():
+            return self.constant()
         unused = [s for s in self.unused if self.shape_of[s] == shape]
         if kind == "node" and unused:
             self.unused.remove(unused[-1])
@@ -453,6 +472,50 @@ class TensorBuilder(Builder):
             if tied:
                 return transpose(self.draw(st.sampled_from(tied)))
         return self.param(shape) if kind == "param" else self.data(shape)
+
+    def constant(self) -> sp.Symbol:
+        """An existing named constant, or a new one (``c0 = 0.5``): a scalar no gradient flows into."""
+        existing = [s for s in self.pool(()) if self.kind_of(s) == "constant"]
+        if existing and self.draw(st.booleans()):
+            return self.draw(st.sampled_from(existing))
+        symbol = self.declare("constant", (), "c")
+        self.spec.decls[-1].value = self.draw(st.sampled_from(CONSTANT_VALUES))
+        return symbol
+
+    def position(self, n: int) -> int:
+        """An index into a side of ``n``: from the start (``0 .. n-1``) or from the end (``-n .. -1``)."""
+        return self.draw(st.integers(-n, n - 1))
+
+    def part(self, shape: Shape, operand) -> sp.Expr:
+        """An expression of ``shape`` (a scalar, vector or matrix) picked out of a larger one, ``operand(s)``:
+        an element or a row by index (``v[-1]``, ``W[0]``), or elements or rows by slice (``v[1:3]``, ``v[-2:]``,
+        ``W[1:]``), with the bounds written as users write them (from the end, open, past the end)."""
+        draw = self.draw
+        if shape == () or (len(shape) == 1 and draw(st.booleans())):  # v[i], or row i of a matrix
+            n = draw(st.integers(2, 4))
+            source = canonical_shape((n,)) if shape == () else _matrix_of(n, shape[0])
+            return index(operand(source), self.position(n))
+        rows, cols = matrix_shape(shape)
+        extra = draw(st.integers(1, 3))
+        n = rows + extra
+        start = draw(st.integers(0, extra))
+        source = canonical_shape((n,)) if cols == 1 else _matrix_of(n, cols)
+        style = draw(st.sampled_from(["plain", "from the end", "open", "past the end"]))
+        stop = start + rows
+        if style == "from the end":
+            start, stop = start - n, (stop - n) if stop < n else OPEN_END
+        elif style == "open" and stop == n:
+            stop = OPEN_END
+        elif style == "past the end" and stop == n:
+            stop = n + draw(st.integers(1, 3))
+        return slice_(operand(source), start, stop)
+
+    def joined(self, n: int, piece) -> sp.Expr:
+        """A vector of ``n`` (at least 2) as the concat of 2 or 3 pieces, scalars (one element) or vectors,
+        ``piece(shape)`` each."""
+        cuts = sorted(self.draw(st.sets(st.integers(1, n - 1), min_size=1, max_size=min(2, n - 1))))
+        sizes = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+        return concat(*[piece(canonical_shape((k,))) for k in sizes])
 
     def expression(self, shape: Shape, depth: int) -> sp.Expr:
         """An expression of ``shape``: at depth 0 a quantity (:meth:`leaf`); else a compound whose every argument
@@ -474,11 +537,16 @@ class TensorBuilder(Builder):
         if shape == ():
             forms += ["reduction", "cosine"]
         if len(shape) == 1:
-            forms += ["softmax", "normalise"]
+            forms += ["softmax", "normalise", "concat"]
+        forms.append("part")  # an index or a slice of a larger expression
         kind = draw(st.sampled_from(forms))
         sub = lambda s=shape: self.expression(s, depth - 1)  # noqa: E731
         if kind == "leaf":
             return self.leaf(shape)
+        if kind == "part":
+            return self.part(shape, sub)
+        if kind == "concat":
+            return self.joined(shape[0], sub)
         if kind == "sum":
             return sub() + sub(self.either(shape))
         if kind == "difference":
@@ -525,9 +593,24 @@ class TensorBuilder(Builder):
             forms += ["transpose", "reduction"]
         if len(shape) == 1:
             forms += ["softmax", "normalise", "cosine", "normalise", "cosine"]  # normalisations twice as often
+        if len(shape) <= 1:
+            forms.append("concat")
+        if shape:
+            forms.append("part")
         kind = draw(st.sampled_from(forms))
         sub = lambda s=shape: self.expression(s, depth)  # noqa: E731
         swap = lambda u, v: (u, v) if draw(st.booleans()) else (v, u)  # noqa: E731
+        if kind == "concat":  # a joined with an expression, either side: concat(a, E) or concat(E, a)
+            other = sub(canonical_shape((self.size(),)) if draw(st.booleans()) else ())
+            return concat(*swap(a, other))
+        if kind == "part":  # a[i] (an element, or a row of a matrix) or a[start:stop] (elements or rows)
+            if rows == 1 or draw(st.booleans()):
+                return index(a, self.position(rows))
+            first = draw(st.integers(0, rows - 1))
+            last = draw(st.integers(first + 1, rows))
+            start = first - rows if draw(st.booleans()) else first
+            stop = draw(st.sampled_from([last, OPEN_END if last == rows else last - rows]))
+            return slice_(a, start, stop)
         if kind == "matmul":  # E @ a
             return matmul(sub(_matrix_of(self.size(), rows)), a)
         if kind == "matmul_right":  # a @ E

@@ -86,7 +86,8 @@ BAD_MODELS = {
                "[loss] L: attribute access '.system' is not allowed"),
     "attribute": ('[inputs]\nx = {}\n[params]\nw = {}\n[loss]\nL = "x.real"\n', "attribute access '.real'"),
     "lambda": ('[inputs]\nx = {}\n[params]\nw = {}\n[loss]\nL = "(lambda: 1)()"\n', "not lambda"),
-    "subscript": ('[inputs]\nx = {}\n[params]\nw = {}\n[loss]\nL = "x[0]"\n', "a subscript is not allowed"),
+    "subscript of a scalar": ('[inputs]\nx = {}\n[params]\nw = {}\n[loss]\nL = "x[0]"\n',
+                              "cannot index x: it is a scalar (shape ())"),
     "string": ('[inputs]\nx = {}\n[params]\nw = {}\n[loss]\nL = "\'text\'"\n', "str literal 'text' is not allowed"),
 }
 
