@@ -53,6 +53,11 @@ def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
 ''',
 }
 
+#: The dtype argument of every array the printed code creates from nothing (``np.zeros``, ``np.full``,
+#: ``np.ones``): the generated module's ``DTYPE`` constant, so that a float32 module stays float32 (a float64
+#: array, or ``np.full((N,), 1)``'s int64, would upcast every array it meets).
+DTYPE_ARGUMENT = "dtype=DTYPE"
+
 #: SymPy's own elementwise functions. sin, cos and atan2 come from SymPy's derivative of |u| where it cannot
 #: tell that u is real (|sqrt(v)|' has atan2(0, v), which is 0 for v > 0).
 ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign",
@@ -192,7 +197,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             shape_text = repr(shape)
         else:
             return self._print(value)
-        return self.call("np.zeros", shape_text) if value == 0 else self.call("np.full", shape_text, self._print(value))
+        if value == 0:
+            return self.call("np.zeros", shape_text, DTYPE_ARGUMENT)
+        return self.call("np.full", shape_text, self._print(value), DTYPE_ARGUMENT)
 
     def join_terms(self, terms: list, show) -> Code:
         """``t1 + t2 - t3``: the first term as ``show`` prints it, each later one with its sign taken out."""
@@ -365,7 +372,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return self.call(self.helper("_logsumexp"), self._print(v))
 
     def _print_ones(self, expr):
-        return self.call("np.ones", repr(tuple(int(n) for n in expr.args)))
+        return self.call("np.ones", repr(tuple(int(n) for n in expr.args)), DTYPE_ARGUMENT)
 
     def _print_TensorOp(self, expr):
         raise TypeError(f"no NumPy form for {type(expr).__name__}")
