@@ -127,10 +127,31 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         self.names = names
         self.helpers_used: set[str] = set()
         self._shape_memo: dict = {}
+        self._inside_scalar = False  # printing the inside of float(...) (numpy_scalar)
 
     def _print(self, expr, **kwargs) -> Code:
+        if self.numpy_scalar(expr):  # float(np.sqrt(2)): see numpy_scalar
+            self._inside_scalar = True
+            try:
+                inside = super()._print(expr, **kwargs)
+            finally:
+                self._inside_scalar = False
+            return self.call("float", inside)
         code = super()._print(expr, **kwargs)
         return code if isinstance(code, Code) else Code(code, LOWEST)  # unknown precedence: always bracketed
+
+    def numpy_scalar(self, expr) -> bool:
+        """Whether ``expr`` is a number that would print as a NumPy call (``np.sqrt(2)``, ``np.log(3)``).
+
+        Such a call gives an ``np.float64``, which, unlike a Python number, upcasts a float32 array: the
+        printer writes it as ``float(np.sqrt(2))``, the same number as a Python float. Only the outermost
+        such number is wrapped (``float(np.sqrt(2)/2)``), and only a scalar one (``ones(3)`` is a number too).
+        """
+        if self._inside_scalar or not isinstance(expr, sp.Basic) or not expr.is_number or expr.is_Atom:
+            return False
+        calls = any(isinstance(e, sp.Function) or (e.is_Pow and not e.exp.is_Integer)
+                    for e in sp.preorder_traversal(expr))
+        return calls and self.shape(expr) == ()  # (2*pi and pi**2 are Python arithmetic on Python floats)
 
     # ---- what the printer knows about an expression --------------------------------------------------
     def shape(self, expr) -> Shape:
