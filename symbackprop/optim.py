@@ -680,9 +680,14 @@ def module_source(optimizer: Optimizer, schedule: Schedule | None = None) -> str
 
 
             def step(params, grads, state, lr=OPTIMIZER["lr"]):
-                """Every parameter after one update; `state` (from init_state) is updated in place."""
-                return {{k: update(np.asarray(params[k], dtype=DTYPE), np.asarray(grads[k], dtype=DTYPE),
-                               state[k], lr, {hyper}) for k in params}}
+                """Every parameter after one update; `state` (from init_state) is updated in place.
+                A float32 parameter stays float32 (and so does its state); others are float64."""
+                new = {{}}
+                for k in params:
+                    dtype = np.float32 if np.asarray(params[k]).dtype == np.float32 else np.float64
+                    new[k] = update(np.asarray(params[k], dtype=dtype), np.asarray(grads[k], dtype=dtype),
+                                    state[k], lr, {hyper})
+                return new
 
 
             def train(params, data, epochs, batch_size=None, seed=0):
