@@ -53,11 +53,11 @@ def random_data(graph: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def assert_all_float32(values: dict, what: str) -> None:
-    """Every array is float32 (a Python float is allowed: the contract's scalar gradients and loss)."""
+    """Every array (or NumPy scalar) is float32; a Python float is allowed (the contract's scalar gradients)."""
     for name, value in values.items():
-        if isinstance(value, float):
+        if type(value) is float:
             continue
-        assert isinstance(value, np.ndarray) and value.dtype == np.float32, \
+        assert isinstance(value, (np.ndarray, np.generic)) and value.dtype == np.float32, \
             f"{what} {name!r} is {type(value).__name__} {getattr(value, 'dtype', '')}, expected a float32 array"
 
 
