@@ -55,8 +55,7 @@ def speedup(timings: dict[str, Timing]) -> float:
     return timings[REFERENCE].median / timings["generated module, float32"].median
 
 
-def run(repeats: int = 9) -> str:
-    timings = measure(repeats)
+def report(timings: dict[str, Timing], repeats: int) -> str:
     headers, rows = timing_rows(timings, REFERENCE)
     s = speedup(timings)
     return (f"### float32 against float64: 784-128-10 tanh + softmax CE, batch {BATCH}\n\n{environment()}; "
@@ -64,6 +63,10 @@ def run(repeats: int = 9) -> str:
             f"Generated module: float32 is {s:.2f}x faster than float64 (target >= {TARGET}: "
             f"{'pass' if s >= TARGET else 'FAIL'}); hand-written NumPy: "
             f"{timings['hand-written NumPy, float64'].median / timings['hand-written NumPy, float32'].median:.2f}x.\n")
+
+
+def run(repeats: int = 9) -> str:
+    return report(measure(repeats), repeats)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,7 @@ def passes(peaks: dict[str, int]) -> bool:
     return peaks["generated module"] <= peaks[REFERENCE] + SLACK
 
 
-def run(n: int = 1_000_000) -> str:
-    peaks = measure(n)
+def report(peaks: dict[str, int], n: int = 1_000_000) -> str:
     ref = peaks[REFERENCE]
     rows = [[name, f"{b:,}", f"{b / (8 * n):.2f}", f"{b / ref:.4f}"] for name, b in peaks.items()]
     r = ratio(peaks)
@@ -81,6 +80,10 @@ def run(n: int = 1_000_000) -> str:
                     rows)
             + f"\n\nGenerated module / hand-written: {r:.4f} (target <= {TARGET}, up to {SLACK} bytes of Python "
               f"objects: {'pass' if passes(peaks) else 'FAIL'}).\n")
+
+
+def run(n: int = 1_000_000) -> str:
+    return report(measure(n), n)
 
 
 if __name__ == "__main__":
