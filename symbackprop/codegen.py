@@ -246,8 +246,10 @@ class ModuleWriter:
             value, shape = self.names[sym], declared[name]
             if shape == ():
                 value = f"float({value})"
-            elif p.shapes[sym] != shape:  # (a gradient of (1,) or (1, 1) may be a number, such as 0.0)
+            elif p.shapes[sym] == ():  # declared (1,) or (1, 1): the gradient may be a number, such as 0.0
                 value = f"np.reshape(np.asarray({value}, dtype=DTYPE), {shape!r})"
+            elif p.shapes[sym] != shape:
+                value = f"np.reshape({value}, {shape!r})"
             grads.append(f'"{name}": {value}')
         lines.append(f"{i}grads = {{{', '.join(grads)}}}")
         lines.append(f"{i}return loss, grads")
