@@ -14,6 +14,7 @@ Issue 13's target: the float32 module >= 1.7x faster than the float64 module.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from _common import (Timing, check_close, environment, import_generated, jax_candidate, jax_line, jax_mlp_xent,
                      limit_threads, np, optional_jax, optional_torch, reference_mlp_xent, table, tanh_mlp,
@@ -30,13 +31,10 @@ def measure(repeats: int = 9) -> dict[str, Timing]:
     graph, layers = tanh_mlp(SIZES, "xent"), len(SIZES) - 1
     problems = {dtype: xent_problem(SIZES, BATCH, np.dtype(dtype).type) for dtype in ("float64", "float32")}
     modules = {dtype: import_generated(graph, dtype=dtype) for dtype in problems}
-    numpy_candidates = {}
-    for dtype, (params, data) in problems.items():
-        numpy_candidates[f"generated module, {dtype}"] = \
-            (lambda m, p, d: lambda: m.loss_and_grad(p, d))(modules[dtype], params, data)
-    for dtype, (params, data) in problems.items():
-        numpy_candidates[f"hand-written NumPy, {dtype}"] = \
-            (lambda p, d: lambda: reference_mlp_xent(p, d, layers))(params, data)
+    numpy_candidates = {f"generated module, {dtype}": partial(modules[dtype].loss_and_grad, *problems[dtype])
+                        for dtype in problems}
+    numpy_candidates.update({f"hand-written NumPy, {dtype}": partial(reference_mlp_xent, *problems[dtype], layers)
+                             for dtype in problems})
     blocks = {"NumPy": numpy_candidates}
     torch, jax = optional_torch(), optional_jax()
     if torch is not None:
