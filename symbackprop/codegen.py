@@ -43,9 +43,10 @@ CHECK_SHAPES_VARIABLE = "SYMBACKPROP_CHECK_SHAPES"
 DTYPES = ("float64", "float32")
 
 
-def check_dtype(dtype: str) -> str:
-    """``dtype`` if generated code can compute in it (``"float64"`` or ``"float32"``), else a one-line error."""
-    name = getattr(dtype, "__name__", dtype)  # np.float32 is accepted as "float32"
+def check_dtype(dtype) -> str:
+    """The name of ``dtype`` (``"float64"`` or ``"float32"``; ``np.float32`` and ``np.dtype("float32")`` are
+    accepted as ``"float32"``) if generated code can compute in it, else a one-line error."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "__name__", None) or getattr(dtype, "name", None)
     if name not in DTYPES:
         raise UserError(f"dtype {dtype!r} is not supported (use {' or '.join(DTYPES)})")
     return name

@@ -103,6 +103,12 @@ def test_float64_stays_the_default_of_generated_code_and_of_compiled_gradients()
     assert compiled.forward({"w": 0.5, "b": 0.0}, {"x": np.ones(3, dtype=np.float32), "y": np.ones(3)})["a"].dtype == np.float64
 
 
+def test_numpy_spellings_of_the_dtype_are_accepted():
+    graph = load_model(NEURON).graph
+    for spelling in (np.float32, np.dtype("float32"), "float32"):
+        assert compile_gradient(graph, dtype=spelling).dtype == "float32"
+
+
 def test_a_dtype_other_than_float32_or_float64_is_a_one_line_error():
     with pytest.raises(UserError, match=r"^dtype 'float16' is not supported \(use float64 or float32\)$"):
         compile_gradient(load_model(NEURON).graph, dtype="float16")
