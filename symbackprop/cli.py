@@ -690,8 +690,8 @@ def verify(model, module_path, data_path, samples, steps, seed, no_torch):
     Per parameter: central finite differences of the forward loss, PyTorch autograd of an independent
     evaluation (when torch is installed), and a short training run against one with finite-difference
     gradients. Prints a table; exits 1, naming the parameters and checks, when any check fails.
-    The checks always run in float64 (a module written with codegen --dtype float32 is checked at float64
-    tolerances, which its float32 rounding will not meet).
+    The checks always run in float64, whatever --dtype codegen or train used (a --module written with
+    codegen --dtype float32 is compared with float64 numbers at verify's usual tolerances).
     """
     from .train import train_settings
     from .verify import LR, check_data, check_params, load_module_gradient, verify_gradients
