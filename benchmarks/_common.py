@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +75,19 @@ def time_side_by_side(candidates: dict[str, Callable[[], object]], repeats: int 
     return {name: Timing(name, ts) for name, ts in times.items()}
 
 
+def time_in_blocks(blocks: dict[str, dict[str, Callable[[], object]]], reference: str, repeats: int = 9
+                   ) -> dict[str, Timing]:
+    """The first block's candidates interleaved (it holds ``reference``), then each further block
+    (PyTorch's, JAX's) interleaved with ``reference`` again, as "reference (again, beside NAME)": two
+    libraries' thread pools interleaved slow each other, and the row shows the drift between blocks."""
+    (first, *rest) = blocks.values()
+    timings = time_side_by_side(first, repeats=repeats)
+    for label, block in list(blocks.items())[1:]:
+        timings.update(time_side_by_side({**block, f"{reference} (again, beside {label})": first[reference]},
+                                         repeats=repeats))
+    return timings
+
+
 # ---- thread settings -------------------------------------------------------------------------------------
 def blas_threads() -> int:
     """Threads NumPy's BLAS uses (threadpoolctl when installed, else the usual environment variables)."""
@@ -106,6 +120,33 @@ def environment() -> str:
     return ", ".join(parts)
 
 
+#: XLA's flags for one CPU thread (XLA reads them once, when JAX first starts its CPU backend)
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def optional_jax():
+    """JAX with float64 enabled (``jax_enable_x64``), or None when it is not installed
+    (``pip install 'symbackprop[bench]'``). With one BLAS thread (and no XLA_FLAGS of the user's), XLA is
+    asked for one thread too; that holds for the rest of the process, whatever is set later."""
+    if blas_threads() == 1 and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = XLA_ONE_THREAD
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def jax_line() -> str:
+    """What the tables say about JAX: its version and threads, or that it was skipped."""
+    jax = optional_jax()
+    if jax is None:
+        return "JAX not installed: its rows are skipped (pip install 'symbackprop[bench]')"
+    one = os.environ.get("XLA_FLAGS") == XLA_ONE_THREAD
+    return f"jax {jax.__version__} (jit, XLA CPU, {'one thread' if one else 'its own threads'})"
+
+
 def optional_torch():
     """PyTorch, set to use as many threads as NumPy's BLAS, or None when it is not installed."""
     try:
@@ -135,16 +176,17 @@ def timing_rows(timings: dict[str, Timing], reference: str, unit: float = 1e-3,
 
 
 # ---- the generated module, written to disk and imported -------------------------------------------------
-def module_source(graph: Graph) -> str:
+def module_source(graph: Graph, dtype: str = "float64") -> str:
     """The module as a user gets it (never the shape-checked mode the test suite turns on)."""
-    return generate_module(derive(graph).program(), check_shapes=False)
+    return generate_module(derive(graph).program(), check_shapes=False, dtype=dtype)
 
 
-def import_generated(graph: Graph, directory: str | None = None):
-    """Generate the standalone module of ``graph`` into a temporary directory and import it from there."""
-    source = module_source(graph)
+def import_generated(graph: Graph, directory: str | None = None, dtype: str = "float64"):
+    """Generate the standalone module of ``graph`` (computing in ``dtype``) into a temporary directory and
+    import it from there."""
+    source = module_source(graph, dtype)
     directory = directory or tempfile.mkdtemp(prefix="symbackprop_bench_")
-    path = Path(directory) / f"grad_{abs(hash(graph.name))}.py"
+    path = Path(directory) / f"grad_{abs(hash(graph.name))}_{dtype}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -214,6 +256,105 @@ def limit_threads(threads: int | None):
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
+
+
+def jax_candidate(jax, loss, params: dict, data: dict):
+    """``loss(jnp, params, x, y)``'s value and gradient through ``jax.jit(jax.value_and_grad(...))``, on
+    arrays put on the device once, in their NumPy dtype; compiled by a first call here."""
+    import jax.numpy as jnp
+    leaves = {k: jnp.asarray(v) for k, v in params.items()}
+    x, y = jnp.asarray(data["x"]), jnp.asarray(data["y"])
+    step = jax.jit(jax.value_and_grad(lambda p, x, y: loss(jnp, p, x, y)))
+    jax.block_until_ready(step(leaves, x, y))
+
+    def run():
+        value, grads = jax.block_until_ready(step(leaves, x, y))
+        return float(value), {k: np.asarray(g) for k, g in grads.items()}
+    return run
+
+
+def jax_mlp_xent(layers: int):
+    """The loss of :func:`tanh_mlp` with ``loss="xent"`` (tanh hidden layers, softmax cross-entropy) in JAX."""
+    def loss(jnp, p, x, y):
+        a = x
+        for l in range(1, layers):
+            a = jnp.tanh(a @ p[f"W{l}"].T + p[f"b{l}"])
+        z = a @ p[f"W{layers}"].T + p[f"b{layers}"]
+        logp = z - jnp.max(z, axis=1, keepdims=True)
+        logp = logp - jnp.log(jnp.sum(jnp.exp(logp), axis=1, keepdims=True))
+        return -jnp.sum(y * logp) / x.shape[0]
+    return loss
+
+
+def torch_mlp_xent(layers: int):
+    """The same loss in PyTorch (``forward(torch, params, x, y)``, as bench_mlp.torch_candidate takes it)."""
+    def forward(torch, p, x, y):
+        a = x
+        for l in range(1, layers):
+            a = torch.tanh(a @ p[f"W{l}"].T + p[f"b{l}"])
+        logp = torch.log_softmax(a @ p[f"W{layers}"].T + p[f"b{layers}"], dim=1)
+        return -(y * logp).sum() / x.shape[0]
+    return forward
+
+
+def reference_mlp_xent(params: dict, data: dict, layers: int) -> tuple[float, dict]:
+    """Hand-written backprop of :func:`tanh_mlp`'s xent network of any depth (the textbook four equations,
+    the 1/N folded into the output error); computes in the dtype of its arrays."""
+    x, y = data["x"], data["y"]
+    N = x.shape[0]
+    acts = [x]
+    for l in range(1, layers):
+        acts.append(np.tanh(acts[-1] @ params[f"W{l}"].T + params[f"b{l}"]))
+    z = acts[-1] @ params[f"W{layers}"].T + params[f"b{layers}"]
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    loss = -float(np.sum(y * (z - np.log(s)))) / N
+    d = (e / s - y) / N
+    grads = {}
+    for l in range(layers, 0, -1):
+        grads[f"W{l}"] = d.T @ acts[l - 1]
+        grads[f"b{l}"] = d.sum(axis=0)
+        if l > 1:
+            d = (d @ params[f"W{l}"]) * (1 - acts[l - 1] ** 2)
+    return loss, grads
+
+
+def xent_problem(sizes: list[int], batch: int, dtype=np.float64, seed: int = 0) -> tuple[dict, dict]:
+    """Glorot parameters, N(0, 1) inputs and one-hot targets for :func:`tanh_mlp` (xent), in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    params = mlp_params(sizes, rng)
+    data = {"x": rng.normal(size=(batch, sizes[0])), "y": np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch)]}
+    cast = lambda arrays: {k: np.asarray(v, dtype=dtype) for k, v in arrays.items()}  # noqa: E731
+    return cast(params), cast(data)
+
+
+def check_close(candidates: dict[str, Callable[[], tuple]], tol: float) -> None:
+    """Every candidate's loss and gradients agree with the first's within ``tol`` of their scale (for
+    float32 candidates against a float64 reference: |g - ref| <= tol * max|ref| per parameter)."""
+    ref_loss, ref_grads = next(iter(candidates.values()))()
+    for name, f in candidates.items():
+        loss, grads = f()
+        assert abs(float(loss) - ref_loss) <= tol * abs(ref_loss), (name, loss, ref_loss)
+        for k, v in ref_grads.items():
+            error = np.max(np.abs(np.asarray(grads[k], dtype=np.float64) - v))
+            assert error <= tol * np.max(np.abs(v)), (name, k, error)
+
+
+@contextlib.contextmanager
+def busy_core():
+    """A competing process spinning on the last CPU core (pinned there) while the block runs: the other
+    core of a 2-core machine stays ours, so single-threaded code should not notice it, and code that
+    splits its work over both cores waits for the slower half."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(spinner.pid, {(os.cpu_count() or 1) - 1})
+        time.sleep(0.2)  # let it start spinning
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def check_same_results(candidates: dict[str, Callable[[], tuple]]) -> None:

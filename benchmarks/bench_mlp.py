@@ -8,9 +8,9 @@ Two networks, each at its own batch size:
 Side by side in one process: the generated module (written to a temporary directory and imported), a
 hand-written NumPy backprop (the textbook four equations, the 1/N folded into the output error), and
 PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
-when installed. NumPy candidates are interleaved; PyTorch is timed in a second block right after, beside
-the NumPy reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's threads slows both by
-up to 5x on 2 cores). The ratio column is to the hand-written NumPy; the target is <= 1.10.
+when installed, and JAX-jit (float64) when installed. NumPy candidates are interleaved; PyTorch and JAX
+are each timed in a block of their own right after, beside the NumPy reference again (interleaving
+PyTorch's OpenMP pool with OpenBLAS's threads slows both by up to 5x on 2 cores). The ratio column is to the hand-written NumPy; the target is <= 1.10.
 
     python benchmarks/bench_mlp.py [--repeats 9] [--threads 1]
 """
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 
-from _common import (check_same_results, environment, import_generated, limit_threads, mlp_params, np,
-                     optional_torch, table, tanh_mlp, time_side_by_side, timing_rows)
+from _common import (Timing, check_same_results, environment, import_generated, jax_candidate, jax_line,
+                     jax_mlp_xent, limit_threads, mlp_params, np, optional_jax, optional_torch, table, tanh_mlp,
+                     time_in_blocks, timing_rows)
 
 
 def reference_xent(params: dict, data: dict) -> tuple[float, dict]:
@@ -86,7 +87,18 @@ def torch_deep(layers: int):
     return forward
 
 
-def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_forward, repeats: int) -> str:
+def jax_deep(layers: int):
+    def loss(jnp, p, x, y):
+        a = x
+        for l in range(1, layers + 1):
+            a = jnp.tanh(a @ p[f"W{l}"].T + p[f"b{l}"])
+        return jnp.sum((a - y) ** 2) / (2 * x.shape[0])
+    return loss
+
+
+def measure(sizes: list[int], loss: str, batch: int, reference, torch_forward, repeats: int,
+            jax_loss=None) -> dict[str, Timing]:
+    """Per-call timings of the generated module, the hand-written reference, PyTorch and JAX (if any)."""
     rng = np.random.default_rng(0)
     params = mlp_params(sizes, rng)
     x = rng.normal(size=(batch, sizes[0]))
@@ -101,26 +113,36 @@ def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_
         "hand-written NumPy": lambda: reference(params, data),
         "generated module": lambda: module.loss_and_grad(params, data),
     }
-    torch = optional_torch()
-    others = {}
+    blocks = {"NumPy": candidates}
+    torch, jax = optional_torch(), optional_jax()
     if torch is not None:
-        others["PyTorch autograd (float64)"] = torch_candidate(torch, params, data, torch_forward)
-    check_same_results({**candidates, **others})
-    timings = time_side_by_side(candidates, repeats=repeats)
-    if others:  # timed after, with the NumPy reference again: two thread pools interleaved slow both
-        timings.update(time_side_by_side({**others, "hand-written NumPy (again)": candidates[
-            "hand-written NumPy"]}, repeats=repeats))
+        blocks["PyTorch"] = {"PyTorch autograd (float64)": torch_candidate(torch, params, data, torch_forward)}
+    if jax is not None and jax_loss is not None:
+        blocks["JAX"] = {"JAX jit (float64)": jax_candidate(jax, jax_loss, params, data)}
+    check_same_results({name: f for block in blocks.values() for name, f in block.items()})
+    # PyTorch and JAX after, each with the NumPy reference again: two thread pools interleaved slow both
+    return time_in_blocks(blocks, "hand-written NumPy", repeats)
+
+
+def ratio(timings: dict[str, Timing]) -> float:
+    """generated module / hand-written NumPy (issue 13: <= 1.0)."""
+    return timings["generated module"].median / timings["hand-written NumPy"].median
+
+
+def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_forward, repeats: int,
+          jax_loss=None) -> str:
+    timings = measure(sizes, loss, batch, reference, torch_forward, repeats, jax_loss)
     headers, rows = timing_rows(timings, "hand-written NumPy")
     return f"#### {title}\n\n" + table(headers, rows) + "\n"
 
 
 def run(repeats: int = 9) -> str:
     deep = 32
-    parts = [f"### MLP gradients\n\n{environment()}; {repeats} repeats, median.\n",
+    parts = [f"### MLP gradients\n\n{environment()}; {jax_line()}; {repeats} repeats, median.\n",
              bench("784-128-10 tanh + softmax cross-entropy, batch 256", [784, 128, 10], "xent", 256,
-                   reference_xent, torch_xent, repeats),
+                   reference_xent, torch_xent, repeats, jax_mlp_xent(2)),
              bench(f"{deep} tanh layers of width 32, quadratic loss, batch 128", [32] * (deep + 1), "quadratic",
-                   128, lambda p, d: reference_deep(p, d, deep), torch_deep(deep), repeats)]
+                   128, lambda p, d: reference_deep(p, d, deep), torch_deep(deep), repeats, jax_deep(deep))]
     return "\n".join(parts)
 
 

@@ -12,6 +12,11 @@ from the environment variable ``SYMBACKPROP_CHECK_SHAPES=1``, which the test sui
 is followed by ``_check_shape``, which stops at the first array whose shape is not the one the derivation
 inferred, naming the line, the variable and both shapes: a wrong broadcast fails where it happens instead
 of producing numbers.
+
+``dtype`` (``"float64"``, the default, or ``"float32"``) is the module's constant ``DTYPE``: ``_arrays``
+converts parameters and inputs to it, and every array the code creates from nothing (``np.zeros``,
+``np.full``, ``np.ones``) is made in it, so a float32 module computes in float32 throughout (Python numbers
+in the formulas are NumPy's weak scalars and do not upcast).
 """
 from __future__ import annotations
 
@@ -25,12 +30,26 @@ import sympy as sp
 from . import __version__
 from .codeprint import HELPERS, NumPyBatchPrinter
 from .functions import Elementwise
+from .graph import UserError
 from .program import Program, batch_mean
 from .steps import Adjoint
 
 
 #: Environment variable giving the default of ``check_shapes`` (``1`` turns the shape-checked mode on).
 CHECK_SHAPES_VARIABLE = "SYMBACKPROP_CHECK_SHAPES"
+
+
+#: The floating-point types generated code can compute in; the first is the default.
+DTYPES = ("float64", "float32")
+
+
+def check_dtype(dtype) -> str:
+    """The name of ``dtype`` (``"float64"`` or ``"float32"``; ``np.float32`` and ``np.dtype("float32")`` are
+    accepted as ``"float32"``) if generated code can compute in it, else a one-line error."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "__name__", None) or getattr(dtype, "name", None)
+    if name not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not supported (use {' or '.join(DTYPES)})")
+    return name
 
 
 def shape_checks_default() -> bool:
@@ -42,7 +61,7 @@ def shape_checks_default() -> bool:
 #: module by comparing its functions' code objects, and those of comprehensions never compare equal.)
 ARRAYS_HELPER = '''\
 def _arrays(params, data):
-    """The parameters and inputs as float64 arrays, and N, checked against PARAMS and INPUTS.
+    """The parameters and inputs as arrays of DTYPE, and N, checked against PARAMS and INPUTS.
 
     A missing or unknown name, a shape other than the declared one, an input without its leading batch
     axis, or inputs with different numbers of samples raise ValueError naming the array, the shape it has
@@ -56,7 +75,7 @@ def _arrays(params, data):
             _name_error(given, declared, kind)
         for name, shape in declared.items():
             try:
-                arrays[name] = value = np.asarray(given[name], dtype=np.float64)
+                arrays[name] = value = np.asarray(given[name], dtype=DTYPE)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{kind} {name!r} is not an array of numbers ({e})") from None
             if kind == "parameter" and value.shape != shape:
@@ -94,14 +113,20 @@ def _batch_shape(shape):
 CHECK_SHAPE_HELPER = '''\
 def _check_shape(name, value, shape, N=None):
     """Shape-checked mode: the array just assigned must have the shape the derivation inferred for it,
-    (N, *shape) for a value per sample. Otherwise stop, naming the line, the variable and both shapes."""
+    (N, *shape) for a value per sample, and be of DTYPE (a Python number is fine: NumPy does not let it
+    upcast an array). Otherwise stop, naming the line, the variable and both shapes (or dtypes)."""
     expected = shape if N is None else (N, *shape)
-    if np.shape(value) != expected:
+    wrong_dtype = isinstance(value, (np.ndarray, np.generic)) and value.dtype != DTYPE
+    if np.shape(value) != expected or wrong_dtype:
         caller = sys._getframe(1)
         line = caller.f_lineno - 1
         text = linecache.getline(caller.f_code.co_filename, line).strip()
+        where = f"at line {line} of {caller.f_code.co_filename} ({text})"
+        if wrong_dtype:
+            raise AssertionError(f"dtype check failed {where}: {name} is {value.dtype}, but the module "
+                                 f"computes in {np.dtype(DTYPE)}")
         inferred = str(shape) if N is None else f"{_batch_shape(shape)} with N = {N}"
-        raise AssertionError(f"shape check failed at line {line} of {caller.f_code.co_filename} ({text}): "
+        raise AssertionError(f"shape check failed {where}: "
                              f"{name} has shape {np.shape(value)}, but the derivation inferred {inferred}")
 '''
 
@@ -139,8 +164,10 @@ def _comment(text: str, indent: str) -> list[str]:
 class ModuleWriter:
     """Assembles the module's source from a program."""
 
-    def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False):
+    def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False,
+                 dtype: str = "float64"):
         self.program = program
+        self.dtype = check_dtype(dtype)
         self.source = source
         self.check_shapes = check_shapes
         canonical = {q.name: q.canonical_shape for q in program.params + program.inputs}
@@ -154,7 +181,7 @@ class ModuleWriter:
         target = self.names[a.target]
         if isinstance(a.expr, batch_mean) and a.expr.args[0] == 0:
             shape = self.shapes[a.target]
-            rhs = f"np.zeros({shape!r})" if shape else "0.0"
+            rhs = f"np.zeros({shape!r}, dtype=DTYPE)" if shape else "0.0"
         else:
             rhs = self.printer.doprint(a.expr)
         lines = _comment(a.comment, self.indent) if a.comment else []
@@ -169,7 +196,7 @@ class ModuleWriter:
         return [f'{self.indent}_check_shape("{name}", {name}, {shape!r}{", N" if batched else ""})']
 
     def unpack(self) -> list[str]:
-        """Parameters and inputs as float64 arrays, reshaped where the code computes with another shape.
+        """Parameters and inputs as arrays of DTYPE, reshaped where the code computes with another shape.
 
         A parameter declared ``(n, 1)`` is computed with as the vector ``(n,)``, one declared ``(1,)`` as a
         scalar (see :func:`symbackprop.tensor.canonical_shape`); the gradients go back to the declared shapes.
@@ -220,6 +247,8 @@ class ModuleWriter:
             value, shape = self.names[sym], declared[name]
             if shape == ():
                 value = f"float({value})"
+            elif p.shapes[sym] == ():  # declared (1,) or (1, 1): the gradient may be a number, such as 0.0
+                value = f"np.reshape(np.asarray({value}, dtype=DTYPE), {shape!r})"
             elif p.shapes[sym] != shape:
                 value = f"np.reshape({value}, {shape!r})"
             grads.append(f'"{name}": {value}')
@@ -272,7 +301,7 @@ class ModuleWriter:
             if a.target in returned:
                 shape = p.shapes.get(a.target) or self.printer.shape(expr)
                 values.append(f'"{a.target.name}": np.broadcast_to(np.asarray({self.names[a.target]}, '
-                              f"dtype=np.float64), (N, *{tuple(shape)!r}))")
+                              f"dtype=DTYPE), (N, *{tuple(shape)!r}))")
         return lines + [f"{i}return {{{', '.join(values)}}}"]
 
     def constant_lines(self) -> str:
@@ -309,6 +338,7 @@ data:   input name -> array with a leading batch axis, shape (N, *shape) (INPUTS
 loss:   the mean of the per-sample loss {p.loss} over the N samples.
 grads:  parameter name -> gradient of that mean, in the parameter's shape.
 A missing or unknown name or a wrong shape raises ValueError.
+Computes in {self.dtype} (DTYPE): parameters and inputs are converted to it, and every array is of it.
 {checked}"""
 {imports}
 
@@ -316,6 +346,7 @@ import numpy as np
 
 PARAMS = {shapes(p.params)}
 INPUTS = {shapes(p.inputs)}
+DTYPE = np.{self.dtype}
 {self.constant_lines()}'''
         checks = [ARRAYS_HELPER] + ([CHECK_SHAPE_HELPER] if self.check_shapes else [])
         parts = [header] + checks + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
@@ -331,8 +362,11 @@ def _elementwise_classes():
     return seen
 
 
-def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None) -> str:
+def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None,
+                    dtype: str = "float64") -> str:
     """Python source of a module computing ``program``; ``source`` names the model file in its header.
+
+    ``dtype``: ``"float64"`` or ``"float32"``, the type the module computes in (its ``DTYPE``).
 
     ``check_shapes``: every assignment checks its array's shape against the derivation's (for tests; an
     ``AssertionError`` names the line, the variable and both shapes). ``None`` takes
@@ -340,14 +374,14 @@ def generate_module(program: Program, source: str | None = None, check_shapes: b
     """
     if check_shapes is None:
         check_shapes = shape_checks_default()
-    return ModuleWriter(program, source, check_shapes).write()
+    return ModuleWriter(program, source, check_shapes, dtype).write()
 
 
 def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None,
-                           check_shapes: bool | None = None) -> str:
+                           check_shapes: bool | None = None, dtype: str = "float64") -> str:
     """The module of :func:`generate_module` with ``trace(params, data)`` added (see
     :meth:`ModuleWriter.trace_function`): every intermediate value, from the same printed program.
-    ``check_shapes`` as for :func:`generate_module` (the trace's assignments are checked too)."""
-    writer = ModuleWriter(program, source, shape_checks_default() if check_shapes is None else check_shapes)
+    ``check_shapes`` and ``dtype`` as for :func:`generate_module` (the trace's assignments are checked too)."""
+    writer = ModuleWriter(program, source, shape_checks_default() if check_shapes is None else check_shapes, dtype)
     trace = writer.trace_function(shown)  # printed first, so that the module defines the helpers it uses
     return writer.write() + "\n\n" + "\n".join(trace) + "\n"

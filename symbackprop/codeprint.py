@@ -65,6 +65,11 @@ def _matmul(a, b, a_is_vector, b_is_vector, out_shape):
 ''',
 }
 
+#: The dtype argument of every array the printed code creates from nothing (``np.zeros``, ``np.full``,
+#: ``np.ones``): the generated module's ``DTYPE`` constant, so that a float32 module stays float32 (a float64
+#: array, or ``np.full((N,), 1)``'s int64, would upcast every array it meets).
+DTYPE_ARGUMENT = "dtype=DTYPE"
+
 #: SymPy's own elementwise functions. sin, cos and atan2 come from SymPy's derivative of |u| where it cannot
 #: tell that u is real (|sqrt(v)|' has atan2(0, v), which is 0 for v > 0).
 ELEMENTWISE = {sp.tanh: "np.tanh", sp.exp: "np.exp", sp.log: "np.log", sp.Abs: "np.abs", sp.sign: "np.sign",
@@ -134,10 +139,31 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         self.names = names
         self.helpers_used: set[str] = set()
         self._shape_memo: dict = {}
+        self._inside_scalar = False  # printing the inside of float(...) (numpy_scalar)
 
     def _print(self, expr, **kwargs) -> Code:
+        if self.numpy_scalar(expr):  # float(np.sqrt(2)): see numpy_scalar
+            self._inside_scalar = True
+            try:
+                inside = super()._print(expr, **kwargs)
+            finally:
+                self._inside_scalar = False
+            return self.call("float", inside)
         code = super()._print(expr, **kwargs)
         return code if isinstance(code, Code) else Code(code, LOWEST)  # unknown precedence: always bracketed
+
+    def numpy_scalar(self, expr) -> bool:
+        """Whether ``expr`` is a number that would print as a NumPy call (``np.sqrt(2)``, ``np.log(3)``).
+
+        Such a call gives an ``np.float64``, which, unlike a Python number, upcasts a float32 array: the
+        printer writes it as ``float(np.sqrt(2))``, the same number as a Python float. Only the outermost
+        such number is wrapped (``float(np.sqrt(2)/2)``), and only a scalar one (``ones(3)`` is a number too).
+        """
+        if self._inside_scalar or not isinstance(expr, sp.Basic) or not expr.is_number or expr.is_Atom:
+            return False
+        calls = any(isinstance(e, sp.Function) or (e.is_Pow and not e.exp.is_Integer)
+                    for e in sp.preorder_traversal(expr))
+        return calls and self.shape(expr) == ()  # (2*pi and pi**2 are Python arithmetic on Python floats)
 
     # ---- what the printer knows about an expression --------------------------------------------------
     def shape(self, expr) -> Shape:
@@ -204,7 +230,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             shape_text = repr(shape)
         else:
             return self._print(value)
-        return self.call("np.zeros", shape_text) if value == 0 else self.call("np.full", shape_text, self._print(value))
+        if value == 0:
+            return self.call("np.zeros", shape_text, DTYPE_ARGUMENT)
+        return self.call("np.full", shape_text, self._print(value), DTYPE_ARGUMENT)
 
     def join_terms(self, terms: list, show) -> Code:
         """``t1 + t2 - t3``: the first term as ``show`` prints it, each later one with its sign taken out."""
@@ -377,7 +405,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         return self.call(self.helper("_logsumexp"), self._print(v))
 
     def _print_ones(self, expr):
-        return self.call("np.ones", repr(tuple(int(n) for n in expr.args)))
+        return self.call("np.ones", repr(tuple(int(n) for n in expr.args)), DTYPE_ARGUMENT)
 
     def at_positions(self, expr, positions: str) -> Code:
         """``a[:, positions]`` (after the batch axis) or ``a[positions]``: an index binds tightest."""

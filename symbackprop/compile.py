@@ -25,6 +25,7 @@ class CompiledGradient:
     forward: Callable[[dict, dict], dict[str, Any]]
     source: str
     derivation: Derivation
+    dtype: str = "float64"  # what the callables compute in and return ("float64" or "float32")
 
     def __call__(self, params: dict, data: dict):
         return self.loss_and_grad(params, data)
@@ -50,22 +51,25 @@ def evaluate_printed(expression: str, namespace: dict) -> Any:
 
 
 def compile_gradient(model: Graph | Derivation, source: str | None = None,
-                     check_shapes: bool | None = None) -> CompiledGradient:
+                     check_shapes: bool | None = None, dtype: str = "float64") -> CompiledGradient:
     """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable.
 
     Called with a missing or unknown name or a wrong shape, the callable raises ``ValueError`` naming the
     array and both shapes. ``check_shapes=True`` makes every assignment check its array's shape (for
-    tests; see :func:`symbackprop.codegen.generate_module`, whose default it shares).
+    tests; see :func:`symbackprop.codegen.generate_module`, whose default it shares). ``dtype``
+    (``"float64"`` or ``"float32"``) is what the callable computes in: parameters and inputs are converted to
+    it, and every array it returns is of it (the loss and scalar gradients are Python floats).
     """
     derivation = model if isinstance(model, Derivation) else derive(model)
-    text = generate_module(derivation.program(), source, check_shapes)
+    text = generate_module(derivation.program(), source, check_shapes, dtype)
     module = load_source(text, derivation.graph.name)
-    return CompiledGradient(module.loss_and_grad, module.forward, text, derivation)
+    return CompiledGradient(module.loss_and_grad, module.forward, text, derivation, module.DTYPE.__name__)
 
 
-def compile_trace(derivation: Derivation, shown=(), check_shapes: bool | None = None
+def compile_trace(derivation: Derivation, shown=(), check_shapes: bool | None = None, dtype: str = "float64"
                   ) -> Callable[[dict, dict], dict[str, Any]]:
     """``trace(params, data) -> {name: array (N, *shape)}``: every node, adjoint and per-sample gradient of
-    the compiled gradient program, and the ``shown`` assignments (see :func:`generate_traced_module`)."""
-    text = generate_traced_module(derivation.program(), shown, check_shapes=check_shapes)
+    the compiled gradient program, and the ``shown`` assignments (see :func:`generate_traced_module`),
+    computed in ``dtype``."""
+    text = generate_traced_module(derivation.program(), shown, check_shapes=check_shapes, dtype=dtype)
     return load_source(text, derivation.graph.name).trace

@@ -202,10 +202,18 @@ class Optimizer(Configurable):
         return {name: {} for name in params}
 
     def step(self, params: dict, grads: dict, state: dict, lr: float) -> dict[str, np.ndarray]:
-        """New values of all parameters after one update with learning rate ``lr``; ``state`` is updated."""
+        """New values of all parameters after one update with learning rate ``lr``; ``state`` is updated.
+
+        A float32 parameter stays float32, and so does its state (the updates use Python numbers, which
+        do not upcast); anything else is computed in float64.
+        """
         hyper = self.hyper()
-        return {k: self.update(np.asarray(params[k], dtype=np.float64), np.asarray(grads[k], dtype=np.float64),
-                               state[k], lr, **hyper) for k in params}
+        new = {}
+        for k in params:
+            dtype = np.float32 if np.asarray(params[k]).dtype == np.float32 else np.float64
+            new[k] = self.update(np.asarray(params[k], dtype=dtype), np.asarray(grads[k], dtype=dtype), state[k], lr,
+                                 **hyper)
+        return new
 
     @property
     def is_plain(self) -> bool:
@@ -283,7 +291,7 @@ class SGD(Optimizer):
             g = g + weight_decay * w
         if momentum != 0:
             if "momentum_buffer" not in state:
-                buf = np.array(g, dtype=np.float64)
+                buf = np.array(g)  # a copy, in the gradient's dtype
             else:
                 buf = momentum * state["momentum_buffer"] + (1 - dampening) * g
             state["momentum_buffer"] = buf
@@ -672,9 +680,14 @@ def module_source(optimizer: Optimizer, schedule: Schedule | None = None) -> str
 
 
             def step(params, grads, state, lr=OPTIMIZER["lr"]):
-                """Every parameter after one update; `state` (from init_state) is updated in place."""
-                return {{k: update(np.asarray(params[k], dtype=np.float64), np.asarray(grads[k], dtype=np.float64),
-                               state[k], lr, {hyper}) for k in params}}
+                """Every parameter after one update; `state` (from init_state) is updated in place.
+                A float32 parameter stays float32 (and so does its state); others are float64."""
+                new = {{}}
+                for k in params:
+                    dtype = np.float32 if np.asarray(params[k]).dtype == np.float32 else np.float64
+                    new[k] = update(np.asarray(params[k], dtype=dtype), np.asarray(grads[k], dtype=dtype),
+                                    state[k], lr, {hyper})
+                return new
 
 
             def train(params, data, epochs, batch_size=None, seed=0):

@@ -4,6 +4,8 @@
 --init-params``, ``predict`` and ``evaluate`` read them. Reading checks everything before anything is
 computed, with one-line errors naming the file and the parameter: every parameter present and no other
 name, the declared shape (a scalar is a 0-d array), numbers (float64 after reading), all finite.
+Parameters trained in float32 (``train --dtype float32``) are written as float32 arrays: the file records
+the precision they were trained in (and float64 reading is exact).
 """
 from __future__ import annotations
 
@@ -17,8 +19,12 @@ from .graph import Graph, UserError
 
 
 def save_params(path: str | Path, params: dict[str, np.ndarray], graph: Graph) -> None:
-    """Write ``params`` to ``path`` (.npz), one float64 array per parameter in its declared shape."""
-    arrays = {q.name: np.reshape(np.asarray(params[q.name], dtype=np.float64), q.shape) for q in graph.params}
+    """Write ``params`` to ``path`` (.npz), one array per parameter in its declared shape: float32 if the
+    parameter is float32, else float64."""
+    def stored(value):
+        value = np.asarray(value)
+        return value if value.dtype == np.float32 else value.astype(np.float64)
+    arrays = {q.name: np.reshape(stored(params[q.name]), q.shape) for q in graph.params}
     atomic_write(Path(path), lambda f: np.savez(f, **arrays), binary=True)
 
 

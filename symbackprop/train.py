@@ -15,6 +15,11 @@ parameters of different steps); ``held_out_loss``, ``accuracy`` and ``held_out_a
 there is held-out data or a ``predict``/``target`` pair, and ``lr`` (the rate used in that epoch) when a
 schedule changes it.
 
+Precision: float64 unless ``train(..., dtype="float32")``; then the gradient is compiled to compute in
+float32, the data are converted once, and the parameters, the optimizer's state, checkpoints and saved
+parameters are float32 too (a checkpoint's settings record the dtype, and a resume needs the same). The
+history's losses are Python floats either way.
+
 A loss, gradient or parameter that stops being finite ends the run with :class:`TrainingDiverged`,
 naming the epoch, the batch, and the first node that went non-finite with the function that did it
 (``log of a non-positive value in node 'h'``); the last checkpoint, written before, stays as it was.
@@ -33,6 +38,7 @@ import numpy as np
 import sympy as sp
 
 from .codeprint import NumPyBatchPrinter
+from .codegen import check_dtype
 from .compile import CompiledGradient, compile_gradient, evaluate_printed
 from .data import Dataset, check_arrays, sample_count
 from .files import atomic_write, write_text_atomically
@@ -244,10 +250,14 @@ def _operation(e: sp.Expr) -> str:
 
 
 def _batch_namespace(compiled: CompiledGradient, graph: Graph, params: dict, batch: dict, values: dict) -> dict:
+    """The module's names (np, DTYPE, its helpers), with parameters and inputs in the dtype it computes in
+    (a float32 exp overflows where a float64 one does not)."""
     namespace = dict(compiled.loss_and_grad.__globals__)  # np and the helpers the module defines
-    namespace.update({q.name: np.reshape(np.asarray(params[q.name], dtype=np.float64), q.canonical_shape)
+    dtype = compiled.dtype
+    namespace.update({q.name: np.reshape(np.asarray(params[q.name], dtype=dtype), q.canonical_shape)
                       for q in graph.params})
-    namespace.update({q.name: np.reshape(batch[q.name], (-1, *q.canonical_shape)) for q in graph.input_list})
+    namespace.update({q.name: np.reshape(np.asarray(batch[q.name], dtype=dtype), (-1, *q.canonical_shape))
+                      for q in graph.input_list})
     namespace.update(values)
     namespace["N"] = sample_count(batch)
     return namespace
@@ -386,13 +396,20 @@ class Run:
     waited: int = 0  # epochs since best_epoch
 
 
+def float_array(value) -> np.ndarray:
+    """``value`` as an array of its own float type (float32 or float64); anything else as float64."""
+    a = np.asarray(value)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+
 def save_checkpoint(path: Path, run: Run, rng: np.random.Generator, config: dict) -> None:
-    """Write the run, the shuffling generator's state and the run's settings to ``path`` atomically."""
-    arrays = {f"param/{k}": np.asarray(v, dtype=np.float64) for k, v in run.params.items()}
+    """Write the run, the shuffling generator's state and the run's settings to ``path`` atomically.
+    Arrays keep their dtype (float32 in a float32 run, whose ``config`` says ``"dtype": "float32"``)."""
+    arrays = {f"param/{k}": float_array(v) for k, v in run.params.items()}
     for name, slots in run.optimizer_state.items():
         arrays.update({f"optim/{name}/{slot}": np.asarray(value) for slot, value in slots.items()})
     if run.best_params is not None:
-        arrays.update({f"best/{k}": np.asarray(v, dtype=np.float64) for k, v in run.best_params.items()})
+        arrays.update({f"best/{k}": float_array(v) for k, v in run.best_params.items()})
     arrays["epoch"] = np.array(run.epoch)
     arrays["rng_state"] = np.array(json.dumps(rng.bit_generator.state))
     arrays["history"] = np.array(json.dumps(run.history))
@@ -410,15 +427,15 @@ def read_checkpoint(path: str | Path, shapes: dict[str, tuple]) -> dict[str, Any
             if config.get("format") != CHECKPOINT_FORMAT:
                 raise UserError(f"{path}: written by another version of symbackprop (checkpoint format "
                                 f"{config.get('format')}, this one reads {CHECKPOINT_FORMAT}); start a new run")
-            params = {name: f[f"param/{name}"].astype(np.float64) for name in shapes}
+            params = {name: float_array(f[f"param/{name}"]) for name in shapes}
             state: dict[str, dict] = {name: {} for name in shapes}
             for key in f.files:
                 if key.startswith("optim/"):
                     _, name, slot = key.split("/", 2)
                     value = f[key]
-                    state[name][slot] = int(value) if slot == "step" else value.astype(np.float64)
+                    state[name][slot] = int(value) if slot == "step" else float_array(value)
             saved = json.loads(str(f["run"]))
-            best = {name: f[f"best/{name}"].astype(np.float64) for name in shapes} if saved["best_epoch"] is not None else None
+            best = {name: float_array(f[f"best/{name}"]) for name in shapes} if saved["best_epoch"] is not None else None
             run = Run(params, state, float(saved["lr"]), int(f["epoch"]), json.loads(str(f["history"])),
                       saved["best_epoch"], best, int(saved["waited"]))
             rng_state = json.loads(str(f["rng_state"]))
@@ -449,7 +466,9 @@ def load_checkpoint(path: str | Path, graph: Graph) -> dict[str, Any]:
 
 RESUME_CHECKS = (("lr", "learning rate"), ("optimizer", "optimizer"), ("schedule", "schedule"),
                  ("patience", "patience"), ("batch_size", "batch size"), ("seed", "seed"),
-                 ("samples", "number of samples"), ("data", "data (fingerprint)"))
+                 ("dtype", "dtype"), ("samples", "number of samples"), ("data", "data (fingerprint)"))
+#: what a checkpoint written before a setting existed is taken to have used
+RESUME_DEFAULTS = {"dtype": "float64"}
 
 
 def check_resume_epochs(path: str | Path, epochs: int, epoch: int | None = None) -> int:
@@ -466,8 +485,9 @@ def check_resume_epochs(path: str | Path, epochs: int, epoch: int | None = None)
 
 def _check_resumable(path: Path, saved: dict, config: dict, epochs: int, epoch: int) -> None:
     for key, label in RESUME_CHECKS:
-        if saved.get(key) != config[key]:
-            raise UserError(f"{path}: cannot resume: the checkpoint's {label} is {saved.get(key)!r}, this run's "
+        if saved.get(key, RESUME_DEFAULTS.get(key)) != config[key]:
+            raise UserError(f"{path}: cannot resume: the checkpoint's {label} is "
+                            f"{saved.get(key, RESUME_DEFAULTS.get(key))!r}, this run's "
                             f"is {config[key]!r} (resume needs the same settings and data)")
     check_resume_epochs(path, epochs, epoch)
 
@@ -540,7 +560,8 @@ def fit(source: GradientSource, params: dict[str, np.ndarray], optimizer: Optimi
     config = None if path is None else {  # only checkpoints need it (a fingerprint may read all the data)
         "format": CHECKPOINT_FORMAT, "lr": optimizer.lr, "optimizer": optimizer.describe(),
         "schedule": schedule.describe() if schedule is not None else None, "patience": patience,
-        "batch_size": batch or n, "seed": int(seed), "samples": n, "data": source.fingerprint(), "model": name}
+        "batch_size": batch or n, "seed": int(seed), "samples": n, "data": source.fingerprint(), "model": name,
+        "dtype": params_dtype(params)}
 
     def row_for(epoch: int, p: dict, lr: float) -> dict[str, float]:
         row = {"epoch": epoch, **source.metrics(p)}
@@ -612,6 +633,12 @@ def fit(source: GradientSource, params: dict[str, np.ndarray], optimizer: Optimi
                        stopped and run.epoch < epochs)
 
 
+def params_dtype(params: dict) -> str:
+    """``"float32"`` when every parameter is a float32 array (a float32 run), else ``"float64"``."""
+    float32 = params and all(np.asarray(v).dtype == np.float32 for v in params.values())
+    return "float32" if float32 else "float64"
+
+
 def _optimizer(optimizer: Optimizer | str | None, lr: float | None) -> Optimizer:
     if not isinstance(optimizer, Optimizer):
         optimizer = make_optimizer(optimizer or "sgd", where={"optimizer": "train optimizer"})
@@ -639,7 +666,8 @@ def train(graph: Graph, data: dict[str, np.ndarray] | Dataset | GradientSource, 
           predict: str | None = None, target: str | None = None,
           held_out: dict[str, np.ndarray] | GradientSource | None = None, compiled: CompiledGradient | None = None,
           optimizer: Optimizer | str | None = None, schedule: Schedule | None = None,
-          patience: int | None = None, on_start: Callable[[int], None] | None = None) -> TrainResult:
+          patience: int | None = None, on_start: Callable[[int], None] | None = None,
+          dtype: str | None = None) -> TrainResult:
     """Train ``graph`` on ``data`` with ``optimizer`` (default plain SGD, w_new = w_old - lr * dL/dw).
 
     ``data`` maps input names to arrays (N, *shape), or is a :class:`Dataset` (whose held-out part is
@@ -647,7 +675,9 @@ def train(graph: Graph, data: dict[str, np.ndarray] | Dataset | GradientSource, 
     own metrics, so ``predict``/``target`` apply to arrays only); ``held_out`` likewise. ``lr`` replaces
     the optimizer's learning rate (torch's default otherwise: 1e-3 for SGD). ``params`` overrides initial
     values (others come from their ``init`` with ``seed``). ``history_csv`` is written after every epoch
-    and ``plot`` (from epoch 0) at the end. Files given are overwritten: the CLI asks first. See
+    and ``plot`` (from epoch 0) at the end. Files given are overwritten: the CLI asks first. ``dtype``
+    (``"float64"`` or ``"float32"``; default: ``compiled``'s, else float64) is what the gradient computes
+    in and what the parameters and the optimizer's state are kept in (see the module docstring). See
     :func:`fit` for the other arguments.
     """
     if isinstance(data, Dataset):
@@ -659,16 +689,21 @@ def train(graph: Graph, data: dict[str, np.ndarray] | Dataset | GradientSource, 
     if predict is not None and (target is None or predict not in graph.quantities or target not in graph.quantities):
         raise UserError(f"accuracy needs a node to predict and an input as target, got {predict!r} and {target!r}")
     arrays_given = isinstance(data, Mapping) or (held_out is not None and isinstance(held_out, Mapping))
-    compiled = compiled or (compile_gradient(graph) if arrays_given else None)
+    dtype = check_dtype(dtype or (compiled.dtype if compiled is not None else "float64"))
+    if compiled is not None and compiled.dtype != dtype:
+        raise UserError(f"train: the compiled gradient computes in {compiled.dtype}, but dtype {dtype!r} was asked for")
+    compiled = compiled or (compile_gradient(graph, dtype=dtype) if arrays_given else None)
 
     def gradient_source(arrays, label: str) -> GradientSource:
         if isinstance(arrays, GradientSource):
             return arrays
-        return ArrayGradients(compiled, check_arrays(arrays, graph, label), predict, target)
+        checked = check_arrays(arrays, graph, label)  # converted once, not at every batch:
+        return ArrayGradients(compiled, {k: np.asarray(v, dtype=dtype) for k, v in checked.items()}, predict, target)
     source = gradient_source(data, "training data")
     given = held_out is not None and (len(held_out) > 0 if isinstance(held_out, Mapping) else True)
     held = gradient_source(held_out, "held-out data") if given else None
-    result = fit(source, start_params(graph, seed, params), optimizer, epochs, batch_size=batch_size, seed=seed,
+    start = {k: np.asarray(v, dtype=dtype) for k, v in start_params(graph, seed, params).items()}
+    result = fit(source, start, optimizer, epochs, batch_size=batch_size, seed=seed,
                  schedule=schedule, patience=patience, held_out=held, checkpoint=checkpoint, resume=resume,
                  history_csv=history_csv, on_epoch=on_epoch, on_start=on_start, name=graph.name)
     if plot is not None:
