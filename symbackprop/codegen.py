@@ -305,10 +305,13 @@ class ModuleWriter:
         return lines + [f"{i}return {{{', '.join(values)}}}"]
 
     def constant_lines(self) -> str:
-        """The model's named constants as module-level assignments (``lam = 0.01``), read by every function."""
+        """The model's named constants as module-level scalars of DTYPE (``lam = DTYPE(0.01)``), read by every
+        function. (A Python float would do for ``lam * W``, but ``np.sqrt(lam)`` of one is a float64 that turns
+        a float32 module's arrays into float64.)"""
         if not self.program.constants:
             return ""
-        return "\n# constants of the model\n" + "".join(f"{q.name} = {q.value!r}\n" for q in self.program.constants)
+        return "\n# constants of the model\n" + "".join(f"{q.name} = DTYPE({q.value!r})\n"
+                                                           for q in self.program.constants)
 
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)

@@ -48,10 +48,10 @@ def _logsumexp(v):
 def _scatter(g, start, shape, batched):
     """g at positions start, start + 1, ... of the first axis of zeros of a per-sample shape (the adjoint of an
     index or a slice); with batched, g and the result have the batch axis first."""
-    g = np.asarray(g, dtype=np.float64)
+    g = np.asarray(g, dtype=DTYPE)
     lead = g.shape[:1] if batched else ()
     block = g.reshape(lead + (-1,) + shape[1:])
-    out = np.zeros(lead + shape)
+    out = np.zeros(lead + shape, dtype=DTYPE)
     out[(slice(None),) * len(lead) + (slice(start, start + block.shape[len(lead)]),)] = block
     return out
 ''',

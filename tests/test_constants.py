@@ -83,8 +83,8 @@ def test_greek_names_print_as_greek_letters():
 
 def test_generated_module_defines_each_constant_once_at_the_top():
     source = generate_module(derive(decayed_regression(0.01)).program(), check_shapes=True)
-    assert "\n# constants of the model\nlam = 0.01\neps = 1e-05\n" in source
-    assert source.index("lam = 0.01") < source.index("def loss_and_grad")
+    assert "\n# constants of the model\nlam = DTYPE(0.01)\neps = DTYPE(1e-05)\n" in source
+    assert source.index("lam = DTYPE(0.01)") < source.index("def loss_and_grad")
     assert "2*lam*w" in source.replace(" ", "") or "lam*w" in source.replace(" ", "")
     namespace: dict = {}
     exec(compile(source, "generated", "exec"), namespace)  # the module runs on its own (NumPy only)
@@ -187,4 +187,4 @@ def test_weight_decay_example_verifies_and_its_module_holds_lam(tmp_path):
     assert "all gradient checks passed" in result.output
     result = CliRunner().invoke(main, ["codegen", str(WEIGHT_DECAY), "-o", str(tmp_path / "grad.py")])
     assert result.exit_code == 0, result.output
-    assert "\nlam = 0.001\n" in (tmp_path / "grad.py").read_text()
+    assert "\nlam = DTYPE(0.001)\n" in (tmp_path / "grad.py").read_text()
