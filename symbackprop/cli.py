@@ -239,11 +239,17 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
               help="After every assignment, check the array's shape against the derivation's and stop at the "
                    "first that differs, naming the line and both shapes (for testing; default: on when the "
                    "environment variable SYMBACKPROP_CHECK_SHAPES=1).")
-def codegen(model, output, force, optimizer, check_shapes):
+@click.option("--block", "block", type=click.IntRange(min=1), default=None, metavar="SAMPLES",
+              help="Samples per block of loss_and_grad (default 16384; a batch up to it is one block).")
+@click.option("--no-block", "no_block", is_flag=True,
+              help="Write loss_and_grad in whole-array form: one line per value, over all N samples at once, "
+                   "instead of in blocks of samples with in-place buffers (the same numbers to float rounding).")
+def codegen(model, output, force, optimizer, check_shapes, block, no_block):
     """Write the loss and gradients of MODEL as a standalone Python module that needs only NumPy.
 
     The module defines loss_and_grad(params, data) -> (mean loss, grads) and forward(params, data);
-    every backward line is commented with the chain-rule step it computes.
+    every backward line is commented with the chain-rule step it computes. loss_and_grad runs a large
+    batch in blocks of samples, each value written in place into a buffer (--no-block: whole arrays).
     """
     from .codegen import generate_module
     from .derive import derive as derive_gradients
@@ -251,7 +257,10 @@ def codegen(model, output, force, optimizer, check_shapes):
     path = Path(output)
     with user_errors():
         m = load(model)
-        source = generate_module(derive_gradients(m.graph).program(), source=model, check_shapes=check_shapes)
+        if block is not None and no_block:
+            raise UserError("--block and --no-block contradict each other: give one")
+        source = generate_module(derive_gradients(m.graph).program(), source=model, check_shapes=check_shapes,
+                                 blocked=not no_block, block=block)
         if optimizer is not None:
             source += "\n\n" + module_source(*update_rule(m, optimizer))
         check_writable(path, "-o")

@@ -139,10 +139,15 @@ def _comment(text: str, indent: str) -> list[str]:
 class ModuleWriter:
     """Assembles the module's source from a program."""
 
-    def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False):
+    def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False,
+                 blocked: bool = False, block: int | None = None):
         self.program = program
         self.source = source
         self.check_shapes = check_shapes
+        #: blocked in-place ``loss_and_grad`` (symbackprop.blocked) in blocks of ``block`` samples, whenever
+        #: something varies over the batch
+        self.blocked = blocked and bool(program.batched)
+        self.block = block
         canonical = {q.name: q.canonical_shape for q in program.params + program.inputs}
         #: the shape of every symbol the code assigns (a gradient's is its parameter's)
         self.shapes = {**program.shapes, **{sym: canonical[name] for name, sym in program.gradients.items()}}
@@ -214,6 +219,11 @@ class ModuleWriter:
                   f"{i}# last use, which keeps a deep network's working set small)"]
         for k, a in enumerate(backward, len(forward)):
             lines += self.assign(a) + frees.get(k, [])
+        return lines + self.return_lines()
+
+    def return_lines(self) -> list[str]:
+        """The end of ``loss_and_grad``: the gradients in their parameters' declared shapes, returned."""
+        p, i = self.program, self.indent
         grads = []
         declared = {q.name: q.shape for q in p.params + p.inputs}
         for name, sym in sorted(p.gradients.items(), key=lambda kv: list(self.names.values()).index(kv[0])):
@@ -223,9 +233,7 @@ class ModuleWriter:
             elif p.shapes[sym] != shape:
                 value = f"np.reshape({value}, {shape!r})"
             grads.append(f'"{name}": {value}')
-        lines.append(f"{i}grads = {{{', '.join(grads)}}}")
-        lines.append(f"{i}return loss, grads")
-        return lines
+        return [f"{i}grads = {{{', '.join(grads)}}}", f"{i}return loss, grads"]
 
     def frees(self, assignments: list) -> dict[int, list[str]]:
         """``del`` lines to place after the k-th assignment: the values it was the last to use.
@@ -278,13 +286,20 @@ class ModuleWriter:
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
+        sources.update({"_" + cls.__name__ + "_into": cls.helper_into for cls in _elementwise_classes()
+                        if cls.helper_into})
         sources.update(HELPERS)
         return [sources[name] for name in used]
 
     def write(self) -> str:
         p = self.program
         forward = self.forward_function()
-        loss_and_grad = self.loss_and_grad_function()  # printing records the helpers used
+        if self.blocked:
+            from .blocked import BlockedFunction, default_block
+            block = self.block or default_block(p)
+            loss_and_grad = BlockedFunction(self).lines()  # printing records the helpers used
+        else:
+            loss_and_grad = self.loss_and_grad_function()
         origin = f"from {docstring_safe(self.source)}" if self.source else "from a Python declaration"
         imports = "import linecache\nimport sys\nfrom collections.abc import Mapping" if self.check_shapes else \
             "from collections.abc import Mapping"
@@ -311,6 +326,8 @@ import numpy as np
 PARAMS = {shapes(p.params)}
 INPUTS = {shapes(p.inputs)}
 '''
+        if self.blocked:
+            header += f"BLOCK = {block}  # samples per block in loss_and_grad (a larger batch runs block by block)\n"
         checks = [ARRAYS_HELPER] + ([CHECK_SHAPE_HELPER] if self.check_shapes else [])
         parts = [header] + checks + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
         return "\n\n".join(part.rstrip("\n") + "\n" for part in parts)
@@ -325,16 +342,22 @@ def _elementwise_classes():
     return seen
 
 
-def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None) -> str:
+def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None,
+                    blocked: bool = True, block: int | None = None) -> str:
     """Python source of a module computing ``program``; ``source`` names the model file in its header.
 
     ``check_shapes``: every assignment checks its array's shape against the derivation's (for tests; an
     ``AssertionError`` names the line, the variable and both shapes). ``None`` takes
     :func:`shape_checks_default`, i.e. the environment variable ``SYMBACKPROP_CHECK_SHAPES``.
+    ``blocked``: ``loss_and_grad`` runs in blocks of ``block`` samples (default
+    :func:`symbackprop.blocked.default_block`), in place (:mod:`symbackprop.blocked`); ``False`` gives the
+    whole-array form, one line per assignment over all N samples (equal to float rounding).
     """
     if check_shapes is None:
         check_shapes = shape_checks_default()
-    return ModuleWriter(program, source, check_shapes).write()
+    if block is not None and (not isinstance(block, int) or block < 1):
+        raise ValueError(f"block must be a whole number of samples, at least 1, got {block!r}")
+    return ModuleWriter(program, source, check_shapes, blocked, block).write()
 
 
 def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None,

@@ -6,7 +6,8 @@ declared shape. The printer knows each symbol's shape and whether it varies over
 * broadcast a per-sample scalar against a tensor (``g[:, None]*v``);
 * write matrix products over the whole batch (``x @ W.T`` for ``W @ x``, ``g @ W`` for ``W.T @ g``);
 * reduce a gradient over the batch in one step (``(delta.T @ x)/N`` for the mean of ``delta x^T``,
-  ``(g @ x)/N`` for the mean of ``g * x``).
+  ``np.einsum("i,i->", g, x)/N`` for the mean of per-sample scalars ``g * x``: not ``g @ x``, which
+  OpenBLAS threads and a busy core then stalls).
 
 **Brackets come from the tree, never from the printed text.** Every ``_print_<Type>`` returns
 :class:`Code`: the text together with the Python precedence of its own top-level operator (``x @ W.T`` is a
@@ -122,6 +123,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         self.names = names
         self.helpers_used: set[str] = set()
         self._shape_memo: dict = {}
+        #: the name of the batch size in the printed code: ``N``, or the length of one block of samples in
+        #: blocked code (:mod:`symbackprop.blocked`), where each line computes one block
+        self.batch_size = "N"
 
     def _print(self, expr, **kwargs) -> Code:
         code = super()._print(expr, **kwargs)
@@ -187,7 +191,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         operands have shapes or vary (``0 @ W``, ``s @ 0``, ``exp(-u) @ exp(u)``)."""
         shape = self.shape(expr)
         if self.batched(expr):
-            shape_text = "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
+            shape_text = f"({self.batch_size}" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
         elif shape:
             shape_text = repr(shape)
         else:
@@ -298,13 +302,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         ba, bb = self.batched(a), self.batched(b)
         if len(sa) == 2 and len(sb) == 2:  # matrix times matrix: NumPy's @ broadcasts over the batch
             return self.binary(self._print(a), "@", self._print(b))
-        if len(sa) == 2 and len(sb) == 1 and not ba and bb:
-            # W @ x for a batch of columns x: (N, n) @ (n, m), and (N, n) @ (n,) for a row w^T or W: (1, n)
-            if isinstance(a, transpose):
-                right = self._print(a.args[0])
-            else:
-                right = self.postfix(self._print(a), "[0]" if sa[0] == 1 else ".T")
-            return self.binary(self._print(b), "@", right)
+        rows = self.rows_times_matrix(expr)
+        if rows is not None:
+            return self.binary(self._print(rows[0]), "@", rows[1])
         if isinstance(a, transpose) and len(self.shape(a.args[0])) == 1 and len(sb) == 1:
             # a dot product u^T v per sample
             u = a.args[0]
@@ -325,6 +325,18 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             return self.binary(left, "*", right)
         return self.call(self.helper("_matmul"), self._print(a), self._print(b), str(len(sa) == 1),
                          str(len(sb) == 1), repr(self.shape(expr)))
+
+    def rows_times_matrix(self, expr) -> tuple[sp.Expr, Code] | None:
+        """``W @ x`` for a batch of columns x, as the rows x times a fixed matrix: (x, ``W.T``), for
+        ``(N, n) @ (n, m)``; (x, ``w``) for ``(N, n) @ (n,)`` where W is a row w^T or has one row. None for
+        other matrix products. (In-place code writes the same product with ``np.matmul(..., out=)``.)"""
+        a, b = expr.args
+        sa, sb = self.shape(a), self.shape(b)
+        if not (len(sa) == 2 and len(sb) == 1 and not self.batched(a) and self.batched(b)):
+            return None
+        if isinstance(a, transpose):
+            return b, self._print(a.args[0])
+        return b, self.postfix(self._print(a), "[0]" if sa[0] == 1 else ".T")
 
     def _print_transpose(self, expr):
         (a,) = expr.args
@@ -399,6 +411,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
             # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
-            if self.shape(f1) == () and len(self.shape(f2)) <= 1:
+            if self.shape(f1) == () and self.shape(f2) == ():
+                # not f1 @ f2: OpenBLAS runs a dot product of more than 10,000 elements on every core, and
+                # one busy core then stalls it (1.9 us -> 790 us at 16k samples); einsum never threads
+                return self.call("np.einsum", '"i,i->"', self._print(f1), self._print(f2))
+            if self.shape(f1) == () and len(self.shape(f2)) == 1:
                 return self.binary(self._print(f1), "@", self._print(f2))
         return self.call("np.sum", self._print(factors), "axis=0")
