@@ -47,6 +47,18 @@ def default_block(program) -> int:
     return DEFAULT_BLOCK
 
 
+#: The helper that adds up the blocks' sums.
+ADD_BLOCK_HELPER = '''\
+def _add_block(total, block_sum):
+    """The sum over the blocks so far (None before the first) plus one block's sum, a new array of the
+    block's own: the first block's sum is kept as it is (no array of zeros to add it to, no extra pass)."""
+    if total is None:
+        return block_sum
+    total += block_sum
+    return total
+'''
+
+
 class BlockedFunction:
     """The lines of a blocked ``loss_and_grad`` for the program of a :class:`~symbackprop.codegen.ModuleWriter`."""
 
@@ -85,13 +97,11 @@ class BlockedFunction:
         for name, shape in zip(self.pool.names, self.pool.shapes):
             rows = "(" + ", ".join(["_rows", *map(str, shape)]) + ")" if shape else "_rows"
             head.append(f"{i}{name} = np.empty({rows}, dtype={BUFFER_DTYPE})")
-        head.append(f"{i}# sums over the samples, added up block by block")
+        head.append(f"{i}# sums over the samples, added up block by block (a gradient's is None before the first block)")
         if loss in batched:
             head.append(f"{i}_loss = 0.0")
         for a in self.accumulated(body):
-            shape = w.shapes[a.target]
-            head.append(f"{i}{self.names[a.target]} = " + (f"np.zeros({shape!r}, dtype={BUFFER_DTYPE})" if shape
-                                                          else "0.0"))
+            head.append(f"{i}{self.names[a.target]} = None")
         head += [f"{i}for _start in range(0, N, _rows):",
                  f"{ii}_stop = min(_start + _rows, N)",
                  f"{ii}_n = _stop - _start"]
@@ -176,8 +186,10 @@ class BlockedFunction:
         if not summed:
             return []
         total = self.printer.join_terms(summed, self.printer.batch_sum)
+        self.printer.helper("_add_block")
+        name = self.names[a.target]
         return [line.replace("(mean over the batch)", "(summed over the block)") for line in comment] + [
-            f"{indent}{self.names[a.target]} += {total}"]
+            f"{indent}{name} = _add_block({name}, {total})"]
 
     def means(self, body) -> list[str]:
         """After the last block: each gradient as the mean of its sum, plus its part that does not vary."""

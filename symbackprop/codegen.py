@@ -289,6 +289,9 @@ class ModuleWriter:
         sources.update({"_" + cls.__name__ + "_into": cls.helper_into for cls in _elementwise_classes()
                         if cls.helper_into})
         sources.update(HELPERS)
+        if "_add_block" in used:
+            from .blocked import ADD_BLOCK_HELPER
+            sources["_add_block"] = ADD_BLOCK_HELPER
         return [sources[name] for name in used]
 
     def write(self) -> str:
