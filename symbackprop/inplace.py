@@ -64,10 +64,14 @@ class BufferPool:
 class InPlaceWriter:
     """The lines computing one expression into a buffer, with ufuncs writing into ``out``."""
 
-    def __init__(self, printer: NumPyBatchPrinter, pool: BufferPool, indent: str):
+    def __init__(self, printer: NumPyBatchPrinter, pool: BufferPool, indent: str, check_shapes: bool = False):
         self.printer = printer
         self.pool = pool
         self.indent = indent
+        #: shape-checked mode: an operand the printer writes as a new array is named and checked first (a
+        #: ufunc broadcasts its operands into ``out``, so a wrong shape there would not show in the result)
+        self.check_shapes = check_shapes
+        self.checked = 0
         self.lines: list[str] = []
         self.scratch: list[str] = []
 
@@ -112,6 +116,15 @@ class InPlaceWriter:
         """``expr`` as an operand: a scratch buffer it is computed into, or the printer's text (a name, a
         parameter, a new array); a per-sample scalar gets axes appended to broadcast along the result."""
         if not self.in_place(expr):
+            if self.check_shapes and not expr.is_Atom and self.printer.batched(expr):
+                name = f"_operand{self.checked}"
+                self.checked += 1
+                self.emit(f"{name} = {self.printer.doprint(expr)}")
+                self.emit(f'_check_shape("{name}", {name}, {self.printer.shape(expr)!r}, {self.printer.batch_size})')
+                code = Code(name)
+                if result_rank and self.printer.shape(expr) == ():
+                    code = self.printer.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
+                return code
             return self.printer.operand(expr, result_rank)
         buffer = self.pool.take(self.printer.shape(expr))
         self.scratch.append(buffer)
@@ -239,7 +252,7 @@ class InPlaceWriter:
                 self.write(argument, out)
                 x = out
             else:
-                x = self.printer._print(argument)
+                x = self.operand(argument, 0)
             self.emit(expr.numpy_into.format(x=x, out=out))
         else:
             self.write_unary(ELEMENTWISE[type(expr)], argument, expr, out)
