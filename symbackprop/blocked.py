@@ -31,22 +31,18 @@ from .inplace import BufferPool, InPlaceWriter
 from .codeprint import Code
 from .program import batch_mean
 
-#: Samples per block when the model has only per-sample scalars (the seed): 16,384 float64 values are
-#: 128 kB per buffer, so a block's five to ten buffers stay in a 1-2 MB cache. Measured on the seed at
-#: N = 1e6 (benchmarks/README.md, "Blocked code"): 4,096 rows ran 0.50x the hand-written NumPy, 16,384
-#: rows 0.43x, 65,536 rows 0.41x; 16,384 keeps the buffers small for wider values.
+#: Samples per block, the module's ``BLOCK`` unless ``block=`` / ``--block`` says otherwise. For the seed
+#: (per-sample scalars) a buffer is then 128 kB of float64, and a block's few buffers stay in a 1-2 MB
+#: cache. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"): 1,024 samples per
+#: block ran 1.14x the hand-written NumPy (Python's cost per block, ~20 lines, dominates); 4,096 to
+#: 262,144 ran 0.25x-0.44x, the differences within the shared machine's noise; 16,384 keeps the buffers
+#: small. One number for every model: any batch up to 16,384 samples (every mini-batch in practice) is a
+#: single block, computed with whole-batch matrix products as in the whole-array form.
 DEFAULT_BLOCK = 16384
 
 #: The type of every buffer, written in this one place (a generated module with a ``DTYPE`` constant
 #: would give "DTYPE" here).
 BUFFER_DTYPE = "np.float64"
-
-
-def default_block(program) -> int:
-    """Samples per block for ``program``: :data:`DEFAULT_BLOCK`. One number for every model, so that any
-    batch up to 16,384 samples (every mini-batch in practice) is a single block, computed with whole-batch
-    matrix products."""
-    return DEFAULT_BLOCK
 
 
 #: The helper that adds up the blocks' sums.

@@ -8,8 +8,9 @@ Each class keeps, side by side, everything the tool needs to know about one func
 * ``numpy``: a numerically stable NumPy expression (``{x}`` is the argument), and ``helper``, the source
   of a small function the generated module defines when the expression needs more than one line;
 * ``numpy_into`` (optional): the same function written into an existing array ``{out}`` (which may be
-  ``{x}`` itself), for blocked in-place code (:mod:`symbackprop.inplace`), and ``helper_into``, its helper;
-  without it, blocked code evaluates ``numpy`` into a new array;
+  ``{x}`` itself; ``{x}`` is a call argument there), for blocked in-place code
+  (:mod:`symbackprop.inplace`), and ``helper_into``, its helper; without it, blocked code evaluates
+  ``numpy`` into a new array;
 * ``torch``: the same function in PyTorch, ``torch(torch_module, x)``, used only to cross-check
   gradients (so this module never imports PyTorch).
 

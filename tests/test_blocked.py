@@ -33,7 +33,7 @@ from strategies import scalar_graphs, tensor_graphs
 from test_generated_code_checks import DATA, PARAMS, BatchSummingPrinter, layer
 from symbackprop import Graph
 from symbackprop.cli import main
-from symbackprop.codegen import generate_module
+from symbackprop.codegen import _elementwise_classes, generate_module
 from symbackprop.compile import compile_gradient, load_source
 from symbackprop.derive import derive
 from symbackprop.tensor import softmax, sum_
@@ -215,6 +215,22 @@ def test_a_wrong_shape_stops_the_checked_blocked_code_even_where_a_ufunc_would_b
     with pytest.raises(AssertionError, match=r"_operand0 has shape \(\), but the derivation inferred \(N,\) "
                                              r"with N = 4"):
         checked.loss_and_grad(PARAMS, DATA)
+
+
+@pytest.mark.parametrize("function", [c for c in _elementwise_classes() if c.numpy_into], ids=lambda c: c.__name__)
+def test_an_activation_written_in_place_gives_the_floats_of_its_numpy_form(function):
+    """``numpy_into`` into another array and into its own argument: the same operations as ``numpy``."""
+    namespace = {"np": np}
+    for helper in (function.helper, function.helper_into):
+        if helper:
+            exec(helper, namespace)  # the helpers' source, as the generated module defines them
+    x = np.concatenate([np.linspace(-1000.0, 1000.0, 201), [0.0, -0.0, 1e-300]])
+    expected = eval(function.numpy.format(x="x"), {**namespace, "x": x})
+    out, same = np.empty_like(x), x.copy()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # silent, as the numpy form is
+        eval(function.numpy_into.format(x="x", out="out"), {**namespace, "x": x, "out": out})
+        eval(function.numpy_into.format(x="same", out="same"), {**namespace, "same": same})
+    assert np.array_equal(out, expected) and np.array_equal(same, expected)
 
 
 # ---- threads ---------------------------------------------------------------------------------------------
