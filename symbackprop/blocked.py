@@ -149,6 +149,12 @@ class BlockedFunction:
             comment = _comment(a.comment, indent) if a.comment else []
             if isinstance(a.expr, batch_mean):
                 lines += self.block_sum(a, indent, comment)
+            elif a.target == p.loss and last_use[a.target] == k and all(
+                    self.printer.batched(t) for t in sp.Add.make_args(a.expr)):
+                # nothing reads the per-sample loss but its sum: summed straight from its expression
+                terms = list(sp.Add.make_args(a.expr))
+                lines += [f"{indent}# the loss {self.names[p.loss]}, summed over the block",
+                          f"{indent}_loss += {self.printer.join_terms(terms, self.printer.batch_sum)}"]
             else:
                 target = self.names[a.target]
                 code, buffer, scratch = in_place.assign(target, a.expr)
@@ -158,7 +164,7 @@ class BlockedFunction:
                     self.pool.give_back(b)
                 if buffer is not None:
                     owner[a.target] = buffer
-                if a.target == p.loss:
+                if a.target == p.loss:  # read later too: computed, then summed
                     lines.append(f"{indent}_loss += np.sum({target})")
             for s in released_at.get(k, []):  # after the line: an operand never shares the result's buffer
                 if s in owner:

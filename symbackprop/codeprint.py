@@ -408,6 +408,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
                 return self.binary(self.postfix(self._print(a), ".T"), "@", self._print(x))  # (n, N) @ (N, m)
+        if isinstance(factors, sp.Pow) and factors.exp == 2 and self.batched(factors) and \
+                self.shape(factors.base) == ():  # the sum of squares of per-sample scalars: one pass, no square
+            base = self._print(factors.base)
+            return self.call("np.einsum", '"i,i->"', base, base)
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
             # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))

@@ -204,17 +204,37 @@ def test_the_shape_checked_mode_checks_every_value_of_a_block_and_every_gradient
     assert '_check_shape("dL_dc", dL_dc, (2,))' in after
 
 
+def gate() -> Graph:
+    """A node that is an elementwise expression of a per-sample sum: m = s * sum(h*h) + 1."""
+    g = Graph("gate")
+    x, s, t = g.input("x", (3,)), g.input("s"), g.input("t")
+    h = g.node("h", sp.tanh(g.param("W", (2, 3)) @ x))
+    m = g.node("m", s * sum_(h * h) + 1)
+    g.loss("L", (m - t) ** 2 / 2)
+    return g
+
+
 def test_a_wrong_shape_stops_the_checked_blocked_code_even_where_a_ufunc_would_broadcast_it(monkeypatch):
-    """A ufunc writing into a buffer broadcasts its operands to the buffer's shape: the batch-summing bug of
-    tests/test_generated_code_checks.py would give a buffer of the right shape. So the shape-checked mode
-    names and checks every operand the printer writes as a new array before a ufunc uses it."""
+    """A ufunc writing into a buffer broadcasts its operands to the buffer's shape: with the batch-summing bug of
+    tests/test_generated_code_checks.py, m's buffer would get the right shape and wrong numbers. So the
+    shape-checked mode names and checks every operand the printer writes as a new array before a ufunc uses it."""
     monkeypatch.setattr(symbackprop.codegen, "NumPyBatchPrinter", BatchSummingPrinter)
-    unchecked = compile_gradient(layer(), check_shapes=False, block=BLOCK)
-    assert np.isfinite(unchecked.loss_and_grad(PARAMS, DATA)[0])   # broadcasts silently
-    checked = compile_gradient(layer(), check_shapes=True, block=BLOCK)
+    params = {"W": np.ones((2, 3))}
+    data = {"x": np.ones((4, 3)), "s": np.ones(4), "t": np.zeros(4)}
+    unchecked = compile_gradient(gate(), check_shapes=False, block=BLOCK)
+    assert "np.multiply(s, np.sum(t0), out=m)" in unchecked.source   # t0 = h**2
+    assert np.isfinite(unchecked.loss_and_grad(params, data)[0])   # broadcasts silently
+    checked = compile_gradient(gate(), check_shapes=True, block=BLOCK)
     with pytest.raises(AssertionError, match=r"_operand0 has shape \(\), but the derivation inferred \(N,\) "
                                              r"with N = 4"):
-        checked.loss_and_grad(PARAMS, DATA)
+        checked.loss_and_grad(params, data)
+
+
+def test_the_per_sample_loss_is_summed_straight_from_its_expression():
+    """Nothing in loss_and_grad reads the per-sample loss but its sum: no buffer, one pass (einsum of t0)."""
+    lines = loop_lines(seed_source())
+    assert '_loss += 0.5*np.einsum("i,i->", t0, t0)' in lines
+    assert not [line for line in lines if line.startswith("L = ")]
 
 
 @pytest.mark.parametrize("function", [c for c in _elementwise_classes() if c.numpy_into], ids=lambda c: c.__name__)
