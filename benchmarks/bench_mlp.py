@@ -7,8 +7,8 @@ Two networks, each at its own batch size:
 
 Side by side in one process: the generated module (written to a temporary directory and imported;
 codegen's default, blocked in place, which at these batch sizes is one block), the same in whole-array form
-(``codegen --no-block``), a hand-written NumPy backprop (the textbook four equations, the 1/N folded into the output error), and
-PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
+(``codegen --no-block``), a hand-written NumPy backprop (the textbook four equations, the 1/N folded
+into the output error), and PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
 when installed. NumPy candidates are interleaved; PyTorch is timed in a second block right after, beside
 the NumPy reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's threads slows both by
 up to 5x on 2 cores). The ratio column is to the hand-written NumPy; issue 13's target is <= 1.0.

@@ -27,8 +27,8 @@ from __future__ import annotations
 import sympy as sp
 
 from .codegen import _comment
-from .inplace import BufferPool, InPlaceWriter
 from .codeprint import Code
+from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
 
 #: Samples per block, the module's ``BLOCK`` unless ``block=`` / ``--block`` says otherwise. For the seed
@@ -95,7 +95,7 @@ class BlockedFunction:
         for name, shape in zip(self.pool.names, self.pool.shapes):
             rows = "(" + ", ".join(["_rows", *map(str, shape)]) + ")" if shape else "_rows"
             head.append(f"{i}{name} = np.empty({rows}, dtype={BUFFER_DTYPE})")
-        head.append(f"{i}# sums over the samples, added up block by block (a gradient's is None before the first block)")
+        head.append(f"{i}# sums over the samples, added up block by block (a gradient's: None before the first)")
         if loss in batched:
             head.append(f"{i}_loss = 0.0")
         for a in self.accumulated(body):
