@@ -3,15 +3,16 @@
 Two networks, each at its own batch size:
 
 * 784-128-10, tanh hidden layer, softmax output with cross-entropy, batch 256;
-* 32 layers of width 32 (input 32, every layer tanh), quadratic loss L = sum((a - y)^2) / 2, batch 128.
+* 32 layers of width 32 (input 32, every layer tanh), quadratic loss L = sum((a - y)^2) / 2, batch 128
+  (``--layers 8``: issue 13's 8-layer network).
 
 Side by side in one process: the generated module (written to a temporary directory and imported;
-codegen's default, blocked in place, which at these batch sizes is one block), the same in whole-array form
-(``codegen --no-block``), a hand-written NumPy backprop (the textbook four equations, the 1/N folded
-into the output error), and PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
-when installed. NumPy candidates are interleaved; PyTorch is timed in a second block right after, beside
-the NumPy reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's threads slows both by
-up to 5x on 2 cores). The ratio column is to the hand-written NumPy; issue 13's target is <= 1.0.
+codegen's default, blocked in place, which at these batch sizes is one block), the same in whole-array
+form (``codegen --no-block``), a hand-written NumPy backprop (the textbook four equations, the 1/N folded
+into the output error), and PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal
+to NumPy's BLAS threads, when installed. NumPy candidates are interleaved; PyTorch is timed in a second
+block right after, beside the NumPy reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's
+threads slows both by up to 5x on 2 cores). The ratio column is to the hand-written NumPy; issue 13's target is <= 1.0.
 
     python benchmarks/bench_mlp.py [--repeats 9] [--threads 1] [--layers 32]
 """
