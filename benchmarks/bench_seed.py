@@ -7,7 +7,10 @@ in-place operations and the same blocked in place (for information), and PyTorch
 installed. The ratio column is to the hand-written reference; issue 13's target is <= 0.5 for the
 compiled callable and the generated module.
 
-    python benchmarks/bench_seed.py [--n 1000000] [--repeats 9]
+    python benchmarks/bench_seed.py [--n 1000000] [--repeats 9] [--blocks 1024,4096,65536]
+
+``--blocks`` adds the generated module with those numbers of samples per block (``codegen --block``), to
+compare block sizes with the default (16,384).
 """
 from __future__ import annotations
 
@@ -93,7 +96,7 @@ def torch_candidate(torch, params: dict, data: dict):
     return run
 
 
-def run(n: int = 1_000_000, repeats: int = 9) -> str:
+def run(n: int = 1_000_000, repeats: int = 9, blocks: tuple[int, ...] = ()) -> str:
     rng = np.random.default_rng(0)
     params = {"w": 0.7, "b": -0.2}
     data = {"x": rng.normal(size=n), "y": rng.uniform(size=n)}
@@ -109,6 +112,9 @@ def run(n: int = 1_000_000, repeats: int = 9) -> str:
         "hand-written NumPy, in place": lambda: reference_in_place(params, data),
         "hand-written NumPy, blocked in place": lambda: reference_blocked(params, data),
     }
+    for block in blocks:
+        other = load_source(generate_module(derive(graph).program(), check_shapes=False, block=block), f"{block}")
+        candidates[f"generated module, blocks of {block:,}"] = (lambda m: lambda: m.loss_and_grad(params, data))(other)
     torch = optional_torch()
     if torch is not None:
         candidates["PyTorch autograd (float64)"] = torch_candidate(torch, params, data)
@@ -123,5 +129,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--blocks", default="", help="comma-separated samples per block to compare (e.g. 4096,65536)")
     args = parser.parse_args()
-    print(run(args.n, args.repeats))
+    print(run(args.n, args.repeats, tuple(int(b) for b in args.blocks.split(",") if b)))
