@@ -159,10 +159,15 @@ def test_values_whose_lifetimes_do_not_overlap_share_a_buffer():
     assert dict(assigned)["t0"] == dict(assigned)["z"]   # z is dead once a is computed
 
 
-def test_no_block_gives_the_whole_array_form():
+def test_no_block_gives_the_whole_array_form(tmp_path):
     source = seed_source(blocked=False)
     assert "BLOCK" not in source and "_add_block" not in source and "out=" not in source
     assert "    dL_dz = dL_da*a*(1 - a)" in source
+    example = str(next(p for p in EXAMPLES if p.stem == "neuron"))
+    result = CliRunner().invoke(main, ["codegen", example, "-o", str(tmp_path / "g.py"), "--no-block", "--no-check-shapes"])
+    assert result.exit_code == 0, result.output
+    written = (tmp_path / "g.py").read_text()
+    assert written.split("def loss_and_grad", 1)[1] == source.split("def loss_and_grad", 1)[1]
 
 
 def test_codegen_refuses_a_block_of_no_samples_and_block_with_no_block(tmp_path):
