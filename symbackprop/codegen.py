@@ -359,7 +359,7 @@ def generate_module(program: Program, source: str | None = None, check_shapes: b
     """
     if check_shapes is None:
         check_shapes = shape_checks_default()
-    if block is not None and (not isinstance(block, int) or block < 1):
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise ValueError(f"block must be a whole number of samples, at least 1, got {block!r}")
     return ModuleWriter(program, source, check_shapes, blocked, block).write()
 
