@@ -24,6 +24,8 @@ blocks of 5) the largest difference was 2.4e-15.
 """
 from __future__ import annotations
 
+from math import prod
+
 import sympy as sp
 
 from .codegen import _comment
@@ -31,14 +33,17 @@ from .codeprint import Code
 from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
 
-#: Samples per block, the module's ``BLOCK`` unless ``block=`` / ``--block`` says otherwise. For the seed
-#: (per-sample scalars) a buffer is then 128 kB of float64, and a block's few buffers stay in a 1-2 MB
-#: cache. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"): 1,024 samples per
-#: block ran 1.14x the hand-written NumPy (Python's cost per block, ~20 lines, dominates); 4,096 to
-#: 262,144 ran 0.25x-0.44x, the differences within the shared machine's noise; 16,384 keeps the buffers
-#: small. One number for every model: any batch up to 16,384 samples (every mini-batch in practice) is a
-#: single block, computed with whole-batch matrix products as in the whole-array form.
-DEFAULT_BLOCK = 16384
+#: Values per buffer of one block (samples per block times the widest per-sample size): 65,536 float64
+#: values are 512 kB. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"), where one
+#: sample is one value: blocks of 8,192 samples ran 0.77x the hand-written NumPy, 16,384 0.68x, 32,768
+#: 0.59x, 65,536 0.57x, 131,072 0.56x (one run with tight spreads, 1 BLAS thread; 1,024 ran 1.1x-2.6x in
+#: noisier runs: Python's ~15 lines per block dominate). Larger blocks pay Python's cost less often, and
+#: the seed's buffers still sit in the 32 MB L3 cache; beyond 512 kB per buffer the gain is gone, so a
+#: wider model gets fewer samples per block (down to MIN_BLOCK).
+BLOCK_VALUES = 65536
+#: Samples per block at least: a mini-batch of up to 2,048 samples is always a single block (whole-batch
+#: matrix products, as in the whole-array form), and a wide model's GEMMs keep at least 2,048 rows.
+MIN_BLOCK = 2048
 
 #: The type of every buffer, written in this one place (a generated module with a ``DTYPE`` constant
 #: would give "DTYPE" here).
@@ -55,6 +60,15 @@ def _add_block(total, block_sum):
     total += block_sum
     return total
 '''
+
+
+def default_block(program) -> int:
+    """Samples per block for ``program``: :data:`BLOCK_VALUES` divided by the size of one sample of its
+    widest input or per-sample value, rounded down to a power of two, at least :data:`MIN_BLOCK` (the
+    seed: 65,536; examples/iris.toml: 4,096; 784-128-10: 2,048)."""
+    widest = max([prod(shape) for symbol, shape in program.shapes.items() if symbol in program.batched]
+                 + [prod(q.canonical_shape) for q in program.inputs], default=1)
+    return max(MIN_BLOCK, 1 << ((BLOCK_VALUES // widest).bit_length() - 1))
 
 
 class BlockedFunction:

@@ -240,7 +240,8 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
                    "first that differs, naming the line and both shapes (for testing; default: on when the "
                    "environment variable SYMBACKPROP_CHECK_SHAPES=1).")
 @click.option("--block", "block", type=click.IntRange(min=1), default=None, metavar="SAMPLES",
-              help="Samples per block of loss_and_grad (default 16384; a batch up to it is one block).")
+              help="Samples per block of loss_and_grad (default: 65536 values per buffer, at least 2048 samples; "
+                   "a batch up to it is one block).")
 @click.option("--no-block", "no_block", is_flag=True,
               help="Write loss_and_grad in whole-array form: one line per value, over all N samples at once, "
                    "instead of in blocks of samples with in-place buffers (the same numbers to float rounding).")

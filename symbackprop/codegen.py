@@ -298,8 +298,8 @@ class ModuleWriter:
         p = self.program
         forward = self.forward_function()
         if self.blocked:
-            from .blocked import DEFAULT_BLOCK, BlockedFunction
-            block = self.block or DEFAULT_BLOCK
+            from .blocked import BlockedFunction, default_block
+            block = self.block or default_block(p)
             loss_and_grad = BlockedFunction(self).lines()  # printing records the helpers used
         else:
             loss_and_grad = self.loss_and_grad_function()
@@ -353,7 +353,7 @@ def generate_module(program: Program, source: str | None = None, check_shapes: b
     ``AssertionError`` names the line, the variable and both shapes). ``None`` takes
     :func:`shape_checks_default`, i.e. the environment variable ``SYMBACKPROP_CHECK_SHAPES``.
     ``blocked``: ``loss_and_grad`` runs in blocks of ``block`` samples (default
-    :data:`symbackprop.blocked.DEFAULT_BLOCK`), in place (:mod:`symbackprop.blocked`); ``False`` gives the
+    :func:`symbackprop.blocked.default_block`: 65,536 values per buffer, at least 2,048 samples), in place (:mod:`symbackprop.blocked`); ``False`` gives the
     whole-array form, one line per assignment over all N samples (equal to float rounding). A model
     without inputs (nothing varies over a batch) always gets the whole-array form.
     """

@@ -138,7 +138,7 @@ def test_the_seeds_block_is_written_in_place_into_buffers_allocated_before_the_l
     assert "_sigmoid_into(z, a)" in lines                    # the sigmoid without a new array
     assert "np.subtract(1, a, out=dL_dz)" in lines           # dL/dz = (a - y) a (1 - a), in its buffer
     assert not [line for line in lines if "np.empty" in line]  # every buffer allocated once per call
-    assert "BLOCK = 16384" in source and "_rows = min(N, BLOCK)" in source
+    assert "BLOCK = 65536" in source and "_rows = min(N, BLOCK)" in source   # 65,536 values per buffer
 
 
 def test_a_scalar_gradient_is_summed_per_block_without_multithreaded_blas():
