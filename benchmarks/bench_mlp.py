@@ -3,24 +3,29 @@
 Two networks, each at its own batch size:
 
 * 784-128-10, tanh hidden layer, softmax output with cross-entropy, batch 256;
-* 32 layers of width 32 (input 32, every layer tanh), quadratic loss L = sum((a - y)^2) / 2, batch 128.
+* 32 layers of width 32 (input 32, every layer tanh), quadratic loss L = sum((a - y)^2) / 2, batch 128
+  (``--layers 8``: issue 13's 8-layer network).
 
-Side by side in one process: the generated module (written to a temporary directory and imported), a
-hand-written NumPy backprop (the textbook four equations, the 1/N folded into the output error), and
-PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal to NumPy's BLAS threads,
-when installed, and JAX-jit (float64) when installed. NumPy candidates are interleaved; PyTorch and JAX
-are each timed in a block of their own right after, beside the NumPy reference again (interleaving
-PyTorch's OpenMP pool with OpenBLAS's threads slows both by up to 5x on 2 cores). The ratio column is to the hand-written NumPy; the target is <= 1.10.
+Side by side in one process: the generated module (written to a temporary directory and imported;
+codegen's default, blocked in place, which at these batch sizes is one block), the same in whole-array
+form (``codegen --no-block``), a hand-written NumPy backprop (the textbook four equations, the 1/N folded
+into the output error), and PyTorch autograd in float64 on the CPU with ``torch.set_num_threads`` equal
+to NumPy's BLAS threads, when installed, and JAX-jit (float64) when installed. NumPy candidates are
+interleaved; PyTorch and JAX are each timed in a block of their own right after, beside the NumPy
+reference again (interleaving PyTorch's OpenMP pool with OpenBLAS's threads slows both by up to 5x on 2
+cores). The ratio column is to the hand-written NumPy; issue 13's target is <= 1.0.
 
-    python benchmarks/bench_mlp.py [--repeats 9] [--threads 1]
+    python benchmarks/bench_mlp.py [--repeats 9] [--threads 1] [--layers 32]
 """
 from __future__ import annotations
 
 import argparse
 
 from _common import (Timing, check_same_results, environment, import_generated, jax_candidate, jax_line,
-                     jax_mlp_xent, limit_threads, mlp_params, np, optional_jax, optional_torch, table, tanh_mlp,
-                     time_in_blocks, timing_rows)
+                     jax_mlp_xent, limit_threads, load_source, mlp_params, np, optional_jax, optional_torch, table,
+                     tanh_mlp, time_in_blocks, timing_rows)
+from symbackprop.codegen import generate_module
+from symbackprop.derive import derive
 
 
 def reference_xent(params: dict, data: dict) -> tuple[float, dict]:
@@ -109,9 +114,11 @@ def measure(sizes: list[int], loss: str, batch: int, reference, torch_forward, r
     data = {"x": x, "y": y}
     graph = tanh_mlp(sizes, loss)
     module = import_generated(graph)
+    whole = load_source(generate_module(derive(graph).program(), check_shapes=False, blocked=False), "whole")
     candidates = {
         "hand-written NumPy": lambda: reference(params, data),
         "generated module": lambda: module.loss_and_grad(params, data),
+        "generated module, whole-array (--no-block)": lambda: whole.loss_and_grad(params, data),
     }
     blocks = {"NumPy": candidates}
     torch, jax = optional_torch(), optional_jax()
@@ -136,8 +143,7 @@ def bench(title: str, sizes: list[int], loss: str, batch: int, reference, torch_
     return f"#### {title}\n\n" + table(headers, rows) + "\n"
 
 
-def run(repeats: int = 9) -> str:
-    deep = 32
+def run(repeats: int = 9, deep: int = 32) -> str:
     parts = [f"### MLP gradients\n\n{environment()}; {jax_line()}; {repeats} repeats, median.\n",
              bench("784-128-10 tanh + softmax cross-entropy, batch 256", [784, 128, 10], "xent", 256,
                    reference_xent, torch_xent, repeats, jax_mlp_xent(2)),
@@ -151,6 +157,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS (and PyTorch) threads; 0 keeps the libraries' default (default 1, see README)")
+    parser.add_argument("--layers", type=int, default=32, help="tanh layers of the deep width-32 network")
     args = parser.parse_args()
     with limit_threads(args.threads or None):
-        print(run(args.repeats))
+        print(run(args.repeats, args.layers))

@@ -245,11 +245,18 @@ def report(model, output, at, sample, data_path, digits, lr, train_too, no_torch
               help="What the module computes in (its constant DTYPE): parameters and inputs are converted to it "
                    "and every array it returns is of it. float32 is about twice as fast on matrix-heavy nets, "
                    "with float32's precision (about 7 digits).")
-def codegen(model, output, force, optimizer, check_shapes, dtype):
+@click.option("--block", "block", type=click.IntRange(min=1), default=None, metavar="SAMPLES",
+              help="Samples per block of loss_and_grad (default: 65536 values per buffer, at least 2048 samples; "
+                   "a batch up to it is one block).")
+@click.option("--no-block", "no_block", is_flag=True,
+              help="Write loss_and_grad in whole-array form: one line per value, over all N samples at once, "
+                   "instead of in blocks of samples with in-place buffers (the same numbers to float rounding).")
+def codegen(model, output, force, optimizer, check_shapes, dtype, block, no_block):
     """Write the loss and gradients of MODEL as a standalone Python module that needs only NumPy.
 
     The module defines loss_and_grad(params, data) -> (mean loss, grads) and forward(params, data);
-    every backward line is commented with the chain-rule step it computes.
+    every backward line is commented with the chain-rule step it computes. loss_and_grad runs a large
+    batch in blocks of samples, each value written in place into a buffer (--no-block: whole arrays).
     """
     from .codegen import generate_module
     from .derive import derive as derive_gradients
@@ -257,8 +264,10 @@ def codegen(model, output, force, optimizer, check_shapes, dtype):
     path = Path(output)
     with user_errors():
         m = load(model)
+        if block is not None and no_block:
+            raise UserError("--block and --no-block contradict each other: give one")
         source = generate_module(derive_gradients(m.graph).program(), source=model, check_shapes=check_shapes,
-                                 dtype=dtype)
+                                 dtype=dtype, blocked=not no_block, block=block)
         if optimizer is not None:
             source += "\n\n" + module_source(*update_rule(m, optimizer))
         check_writable(path, "-o")

@@ -165,11 +165,15 @@ class ModuleWriter:
     """Assembles the module's source from a program."""
 
     def __init__(self, program: Program, source: str | None = None, check_shapes: bool = False,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", blocked: bool = False, block: int | None = None):
         self.program = program
         self.dtype = check_dtype(dtype)
         self.source = source
         self.check_shapes = check_shapes
+        #: blocked in-place ``loss_and_grad`` (symbackprop.blocked) in blocks of ``block`` samples, whenever
+        #: something varies over the batch
+        self.blocked = blocked and bool(program.batched)
+        self.block = block
         canonical = {q.name: q.canonical_shape for q in program.params + program.inputs}
         #: the shape of every symbol the code assigns (a gradient's is its parameter's)
         self.shapes = {**program.shapes, **{sym: canonical[name] for name, sym in program.gradients.items()}}
@@ -241,6 +245,11 @@ class ModuleWriter:
                   f"{i}# last use, which keeps a deep network's working set small)"]
         for k, a in enumerate(backward, len(forward)):
             lines += self.assign(a) + frees.get(k, [])
+        return lines + self.return_lines()
+
+    def return_lines(self) -> list[str]:
+        """The end of ``loss_and_grad``: the gradients in their parameters' declared shapes, returned."""
+        p, i = self.program, self.indent
         grads = []
         declared = {q.name: q.shape for q in p.params + p.inputs}
         for name, sym in sorted(p.gradients.items(), key=lambda kv: list(self.names.values()).index(kv[0])):
@@ -252,9 +261,7 @@ class ModuleWriter:
             elif p.shapes[sym] != shape:
                 value = f"np.reshape({value}, {shape!r})"
             grads.append(f'"{name}": {value}')
-        lines.append(f"{i}grads = {{{', '.join(grads)}}}")
-        lines.append(f"{i}return loss, grads")
-        return lines
+        return [f"{i}grads = {{{', '.join(grads)}}}", f"{i}return loss, grads"]
 
     def frees(self, assignments: list) -> dict[int, list[str]]:
         """``del`` lines to place after the k-th assignment: the values it was the last to use.
@@ -316,13 +323,23 @@ class ModuleWriter:
     def helpers(self) -> list[str]:
         used = sorted(self.printer.helpers_used)
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
+        sources.update({"_" + cls.__name__ + "_into": cls.helper_into for cls in _elementwise_classes()
+                        if cls.helper_into})
         sources.update(HELPERS)
+        if "_add_block" in used:
+            from .blocked import ADD_BLOCK_HELPER
+            sources["_add_block"] = ADD_BLOCK_HELPER
         return [sources[name] for name in used]
 
     def write(self) -> str:
         p = self.program
         forward = self.forward_function()
-        loss_and_grad = self.loss_and_grad_function()  # printing records the helpers used
+        if self.blocked:
+            from .blocked import BlockedFunction, default_block
+            block = self.block or default_block(p)
+            loss_and_grad = BlockedFunction(self).lines()  # printing records the helpers used
+        else:
+            loss_and_grad = self.loss_and_grad_function()
         origin = f"from {docstring_safe(self.source)}" if self.source else "from a Python declaration"
         imports = "import linecache\nimport sys\nfrom collections.abc import Mapping" if self.check_shapes else \
             "from collections.abc import Mapping"
@@ -350,7 +367,10 @@ import numpy as np
 PARAMS = {shapes(p.params)}
 INPUTS = {shapes(p.inputs)}
 DTYPE = np.{self.dtype}
-{self.constant_lines()}'''
+'''
+        if self.blocked:
+            header += f"BLOCK = {block}  # samples per block in loss_and_grad (a larger batch runs block by block)\n"
+        header += self.constant_lines()
         checks = [ARRAYS_HELPER] + ([CHECK_SHAPE_HELPER] if self.check_shapes else [])
         parts = [header] + checks + self.helpers() + ["\n".join(forward) + "\n", "\n".join(loss_and_grad) + "\n"]
         return "\n\n".join(part.rstrip("\n") + "\n" for part in parts)
@@ -366,7 +386,7 @@ def _elementwise_classes():
 
 
 def generate_module(program: Program, source: str | None = None, check_shapes: bool | None = None,
-                    dtype: str = "float64") -> str:
+                    dtype: str = "float64", blocked: bool = True, block: int | None = None) -> str:
     """Python source of a module computing ``program``; ``source`` names the model file in its header.
 
     ``dtype``: ``"float64"`` or ``"float32"``, the type the module computes in (its ``DTYPE``).
@@ -374,10 +394,16 @@ def generate_module(program: Program, source: str | None = None, check_shapes: b
     ``check_shapes``: every assignment checks its array's shape against the derivation's (for tests; an
     ``AssertionError`` names the line, the variable and both shapes). ``None`` takes
     :func:`shape_checks_default`, i.e. the environment variable ``SYMBACKPROP_CHECK_SHAPES``.
+    ``blocked``: ``loss_and_grad`` runs in blocks of ``block`` samples (default
+    :func:`symbackprop.blocked.default_block`: 65,536 values per buffer, at least 2,048 samples), in place (:mod:`symbackprop.blocked`); ``False`` gives the
+    whole-array form, one line per assignment over all N samples (equal to float rounding). A model
+    without inputs (nothing varies over a batch) always gets the whole-array form.
     """
     if check_shapes is None:
         check_shapes = shape_checks_default()
-    return ModuleWriter(program, source, check_shapes, dtype).write()
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+        raise ValueError(f"block must be a whole number of samples, at least 1, got {block!r}")
+    return ModuleWriter(program, source, check_shapes, dtype, blocked, block).write()
 
 
 def generate_traced_module(program: Program, shown: Sequence = (), source: str | None = None,

@@ -6,7 +6,8 @@ declared shape. The printer knows each symbol's shape and whether it varies over
 * broadcast a per-sample scalar against a tensor (``g[:, None]*v``);
 * write matrix products over the whole batch (``x @ W.T`` for ``W @ x``, ``g @ W`` for ``W.T @ g``);
 * reduce a gradient over the batch in one step (``(delta.T @ x)/N`` for the mean of ``delta x^T``,
-  ``(g @ x)/N`` for the mean of ``g * x``).
+  ``np.einsum("i,i->", g, x)/N`` for the mean of per-sample scalars ``g * x``: not ``g @ x``, which
+  OpenBLAS threads and a busy core then stalls).
 
 **Brackets come from the tree, never from the printed text.** Every ``_print_<Type>`` returns
 :class:`Code`: the text together with the Python precedence of its own top-level operator (``x @ W.T`` is a
@@ -140,6 +141,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         self.helpers_used: set[str] = set()
         self._shape_memo: dict = {}
         self._inside_scalar = False  # printing the inside of float(...) (numpy_scalar)
+        #: the name of the batch size in the printed code: ``N``, or the length of one block of samples in
+        #: blocked code (:mod:`symbackprop.blocked`), where each line computes one block
+        self.batch_size = "N"
 
     def _print(self, expr, **kwargs) -> Code:
         if self.numpy_scalar(expr):  # float(np.sqrt(2)): see numpy_scalar
@@ -225,7 +229,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         operands have shapes or vary (``0 @ W``, ``s @ 0``, ``exp(-u) @ exp(u)``)."""
         shape = self.shape(expr)
         if self.batched(expr):
-            shape_text = "(N" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
+            shape_text = f"({self.batch_size}" + "".join(f", {n}" for n in shape) + ("" if shape else ",") + ")"
         elif shape:
             shape_text = repr(shape)
         else:
@@ -338,13 +342,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         ba, bb = self.batched(a), self.batched(b)
         if len(sa) == 2 and len(sb) == 2:  # matrix times matrix: NumPy's @ broadcasts over the batch
             return self.binary(self._print(a), "@", self._print(b))
-        if len(sa) == 2 and len(sb) == 1 and not ba and bb:
-            # W @ x for a batch of columns x: (N, n) @ (n, m), and (N, n) @ (n,) for a row w^T or W: (1, n)
-            if isinstance(a, transpose):
-                right = self._print(a.args[0])
-            else:
-                right = self.postfix(self._print(a), "[0]" if sa[0] == 1 else ".T")
-            return self.binary(self._print(b), "@", right)
+        rows = self.rows_times_matrix(expr)
+        if rows is not None:
+            return self.binary(self._print(rows[0]), "@", rows[1])
         if isinstance(a, transpose) and len(self.shape(a.args[0])) == 1 and len(sb) == 1:
             # a dot product u^T v per sample
             u = a.args[0]
@@ -365,6 +365,18 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             return self.binary(left, "*", right)
         return self.call(self.helper("_matmul"), self._print(a), self._print(b), str(len(sa) == 1),
                          str(len(sb) == 1), repr(self.shape(expr)))
+
+    def rows_times_matrix(self, expr) -> tuple[sp.Expr, Code] | None:
+        """``W @ x`` for a batch of columns x, as the rows x times a fixed matrix: (x, ``W.T``), for
+        ``(N, n) @ (n, m)``; (x, ``w``) for ``(N, n) @ (n,)`` where W is a row w^T or has one row. None for
+        other matrix products. (In-place code writes the same product with ``np.matmul(..., out=)``.)"""
+        a, b = expr.args
+        sa, sb = self.shape(a), self.shape(b)
+        if not (len(sa) == 2 and len(sb) == 1 and not self.batched(a) and self.batched(b)):
+            return None
+        if isinstance(a, transpose):
+            return b, self._print(a.args[0])
+        return b, self.postfix(self._print(a), "[0]" if sa[0] == 1 else ".T")
 
     def _print_transpose(self, expr):
         (a,) = expr.args
@@ -420,7 +432,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
 
     def _print_concat(self, expr):
         """``np.concatenate((a, b[:, None]), axis=1)``: each piece as an (N, k) block (a per-sample scalar gets an
-        axis, a value the same for every sample is broadcast to N rows)."""
+        axis, a value the same for every sample is broadcast to N rows, or to a block's rows in blocked code)."""
         batched = self.batched(expr)
         pieces = []
         for a in expr.args:
@@ -428,8 +440,9 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             if not batched:
                 pieces.append(code if shape else Code(f"[{code}]"))
             elif not self.batched(a):
-                pieces.append(self.call("np.broadcast_to", code, f"(N, {shape[0]})") if shape else
-                              self.call("np.full", "(N, 1)", code))
+                n = self.batch_size
+                pieces.append(self.call("np.broadcast_to", code, f"({n}, {shape[0]})") if shape else
+                              self.call("np.full", f"({n}, 1)", code, DTYPE_ARGUMENT))
             else:
                 pieces.append(code if shape else self.postfix(code, "[:, None]"))
         joined = Code("(" + ", ".join(pieces) + ("," if len(pieces) == 1 else "") + ")")
@@ -473,9 +486,17 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
                 return self.binary(self.postfix(self._print(a), ".T"), "@", self._print(x))  # (n, N) @ (N, m)
+        if isinstance(factors, sp.Pow) and factors.exp == 2 and self.batched(factors) and \
+                self.shape(factors.base) == ():  # the sum of squares of per-sample scalars: one pass, no square
+            base = self._print(factors.base)
+            return self.call("np.einsum", '"i,i->"', base, base)
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
             # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
-            if self.shape(f1) == () and len(self.shape(f2)) <= 1:
+            if self.shape(f1) == () and self.shape(f2) == ():
+                # not f1 @ f2: OpenBLAS runs a dot product of more than 10,000 elements on every core, and
+                # one busy core then stalls it (1.9 us -> 790 us at 16k samples); einsum never threads
+                return self.call("np.einsum", '"i,i->"', self._print(f1), self._print(f2))
+            if self.shape(f1) == () and len(self.shape(f2)) == 1:
                 return self.binary(self._print(f1), "@", self._print(f2))
         return self.call("np.sum", self._print(factors), "axis=0")

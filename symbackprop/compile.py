@@ -51,17 +51,20 @@ def evaluate_printed(expression: str, namespace: dict) -> Any:
 
 
 def compile_gradient(model: Graph | Derivation, source: str | None = None,
-                     check_shapes: bool | None = None, dtype: str = "float64") -> CompiledGradient:
+                     check_shapes: bool | None = None, dtype: str = "float64", blocked: bool = True,
+                     block: int | None = None) -> CompiledGradient:
     """Compile the gradient of a graph (or of an existing derivation) into a NumPy callable.
 
     Called with a missing or unknown name or a wrong shape, the callable raises ``ValueError`` naming the
     array and both shapes. ``check_shapes=True`` makes every assignment check its array's shape (for
     tests; see :func:`symbackprop.codegen.generate_module`, whose default it shares). ``dtype``
     (``"float64"`` or ``"float32"``) is what the callable computes in: parameters and inputs are converted to
-    it, and every array it returns is of it (the loss and scalar gradients are Python floats).
+    it, and every array it returns is of it (the loss and scalar gradients are Python floats). ``blocked`` and
+    ``block``: ``loss_and_grad`` in blocks of samples, in place (the default), or whole-array
+    (``blocked=False``), as for :func:`~symbackprop.codegen.generate_module`.
     """
     derivation = model if isinstance(model, Derivation) else derive(model)
-    text = generate_module(derivation.program(), source, check_shapes, dtype)
+    text = generate_module(derivation.program(), source, check_shapes, dtype, blocked, block)
     module = load_source(text, derivation.graph.name)
     return CompiledGradient(module.loss_and_grad, module.forward, text, derivation, module.DTYPE.__name__)
 

@@ -7,6 +7,10 @@ Each class keeps, side by side, everything the tool needs to know about one func
 * ``latex_name``: how the function is written in a derivation (``\\sigma``);
 * ``numpy``: a numerically stable NumPy expression (``{x}`` is the argument), and ``helper``, the source
   of a small function the generated module defines when the expression needs more than one line;
+* ``numpy_into`` (optional): the same function written into an existing array ``{out}`` (which may be
+  ``{x}`` itself; ``{x}`` is a call argument there), for blocked in-place code
+  (:mod:`symbackprop.inplace`), and ``helper_into``, its helper; without it, blocked code evaluates
+  ``numpy`` into a new array;
 * ``torch``: the same function in PyTorch, ``torch(torch_module, x)``, used only to cross-check
   gradients (so this module never imports PyTorch).
 
@@ -28,6 +32,8 @@ class Elementwise(sp.Function):
     text_name: str = ""
     numpy: str = ""
     helper: str | None = None
+    numpy_into: str = ""
+    helper_into: str | None = None
 
     @staticmethod
     def torch(torch, x):  # pragma: no cover - every subclass gives its own
@@ -48,6 +54,16 @@ def _sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 '''
 
+_SIGMOID_INTO_HELPER = '''\
+def _sigmoid_into(x, out):
+    """Logistic function of x written into out (which may be x): the operations of _sigmoid, in place."""
+    np.negative(x, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    np.add(out, 1.0, out=out)
+    return np.divide(1.0, out, out=out)
+'''
+
 
 class sigmoid(Elementwise):
     """Logistic sigmoid 1 / (1 + exp(-x)); its derivative sigmoid(x) (1 - sigmoid(x))."""
@@ -56,6 +72,8 @@ class sigmoid(Elementwise):
     text_name = "sigmoid"
     numpy = "_sigmoid({x})"
     helper = _SIGMOID_HELPER
+    numpy_into = "_sigmoid_into({x}, {out})"
+    helper_into = _SIGMOID_INTO_HELPER
     torch = staticmethod(lambda torch, x: torch.sigmoid(x))
 
     @classmethod
@@ -80,6 +98,7 @@ class softplus(Elementwise):
     latex_name = r"\operatorname{softplus}"
     text_name = "softplus"
     numpy = "np.logaddexp(0.0, {x})"
+    numpy_into = "np.logaddexp(0.0, {x}, out={out})"
     torch = staticmethod(lambda torch, x: torch.logaddexp(torch.zeros_like(x), x))
 
     @classmethod
@@ -101,6 +120,7 @@ class step(Elementwise):
     latex_name = r"\operatorname{step}"
     text_name = "step"
     numpy = "np.heaviside({x}, 0.0)"
+    numpy_into = "np.heaviside({x}, 0.0, out={out})"
     torch = staticmethod(lambda torch, x: (x > 0).to(x.dtype))
 
     @classmethod
@@ -119,6 +139,7 @@ class relu(Elementwise):
     latex_name = r"\operatorname{relu}"
     text_name = "relu"
     numpy = "np.maximum({x}, 0.0)"
+    numpy_into = "np.maximum({x}, 0.0, out={out})"
     torch = staticmethod(lambda torch, x: torch.relu(x))
 
     @classmethod

@@ -61,7 +61,10 @@ class CodeListing:
 
 
 def code_listing(derivation, source: str | None = None) -> CodeListing:
-    """The module ``symbackprop codegen`` writes, with the lines that compute each quantity.
+    """The module ``symbackprop codegen --no-block`` writes, with the lines that compute each quantity.
+
+    The whole-array form: one assignment per quantity, in the order of the derivation, which a reader
+    can follow line by line beside it (the blocked form computes the same in place, block by block).
 
     A quantity's block is its assignment in ``loss_and_grad``, the comment written above it (its
     chain-rule step) and the shared temporaries computed just before it. Keys: input, parameter and node
@@ -69,7 +72,7 @@ def code_listing(derivation, source: str | None = None) -> CodeListing:
     """
     from .codegen import _comment, generate_module, variable_names
     program = derivation.program()
-    text = generate_module(program, source, check_shapes=False)  # the module a user gets, shown as it is
+    text = generate_module(program, source, check_shapes=False, blocked=False)  # as codegen --no-block writes it
     names = variable_names(program)
     key_of = {python: symbol.name for symbol, python in names.items()}
     temps = {python for symbol, python in names.items()
@@ -231,7 +234,8 @@ def build_report(derivation, source: str | None = None, evaluation=None, verify_
                                                                link=link("forward")), "<h3>Backward pass</h3>"]
     body += [renderer.steps_table(renderer.steps, anchor=anchor("step"), link=link("step")), *renderer.notes()]
     body += ['<h2 id="code">Generated code</h2>',
-             '<p class="small">The module <code>symbackprop codegen</code> writes (NumPy only). Each highlighted block '
+             '<p class="small">The module <code>symbackprop codegen --no-block</code> writes (NumPy only; '
+             "without --no-block, loss_and_grad computes the same in blocks of samples, in place). Each highlighted block "
              "computes a step of the derivation: the links lead from the steps to their lines and back.</p>",
              code_section(listing, back)]
     if verify_report is not None:

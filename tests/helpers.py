@@ -30,10 +30,14 @@ def generated_module(model: Path | str, directory: Path, name: str = "grad.py") 
 def scale_gradient_line(path: Path, param: str, factor: str = "1.01") -> str:
     """Edit the module at ``path`` so that the line computing dL/d``param`` is multiplied by ``factor``.
 
-    Returns the edited line. The line is found by its assignment, ``    dL_d<param> = ...``.
+    Returns the edited line. The line is found by its assignment, ``    dL_d<param> = ...``, or in blocked
+    code (codegen's default), by the line that adds a block's sum, ``        dL_d<param> = _add_block(...)``.
     """
     source = path.read_text()
-    pattern = re.compile(rf"^(    dL_d{re.escape(param)} = )(.*)$", re.MULTILINE)
+    name = re.escape(param)
+    pattern = re.compile(rf"^(        dL_d{name} = )(_add_block\(dL_d{name}, .*\))$", re.MULTILINE)
+    if pattern.search(source) is None:
+        pattern = re.compile(rf"^(    dL_d{name} = )(.*)$", re.MULTILINE)
     match = pattern.search(source)
     assert match is not None, f"no gradient line for {param} in {path}"
     edited = f"{match.group(1)}{factor}*({match.group(2)})"

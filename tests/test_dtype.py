@@ -172,13 +172,15 @@ def test_constant_arrays_are_made_in_the_modules_dtype():
     assert_all_float32(compiled.forward({"u": np.array([0.5])}, random_data(g, 4)), "forward value")
 
 
-def test_the_shape_checked_mode_stops_at_a_float64_value_in_a_float32_module():
-    compiled = compile_gradient(load_model(NEURON).graph, dtype="float32", check_shapes=True)
+@pytest.mark.parametrize("blocked", [False, True], ids=["whole-array", "blocked"])
+def test_the_shape_checked_mode_stops_at_a_float64_value_in_a_float32_module(blocked):
+    compiled = compile_gradient(load_model(NEURON).graph, dtype="float32", check_shapes=True, blocked=blocked)
     assert "_check_shape(" in compiled.source
-    line = next(l for l in compiled.source.splitlines() if l.strip().startswith("z = "))
-    edited = compiled.source.replace(line, line.replace("z = ", "z = np.float64(1.0)*"))
+    head, body = compiled.source.split("def loss_and_grad", 1)  # edit loss_and_grad's z, not forward's
+    line = next(l for l in body.splitlines() if l.strip().startswith("z = "))
+    edited = head + "def loss_and_grad" + body.replace(line, line.replace("z = ", "z = np.float64(1.0)*"))
     module = load_source(edited, "edited")
-    with pytest.raises(AssertionError, match=r"dtype check failed at line \d+ .*\(z = np\.float64\(1\.0\)\*.*\): "
+    with pytest.raises(AssertionError, match=r"dtype check failed at line \d+ .*: "
                                              r"z is float64, but the module computes in float32"):
         module.loss_and_grad({"w": 0.5, "b": 0.0}, {"x": np.ones(3), "y": np.ones(3)})
 

@@ -104,7 +104,7 @@ def assigned(source: str) -> list[str]:
 
 
 def test_the_shape_checked_mode_checks_every_assignment_with_its_inferred_shape():
-    source = compile_gradient(layer(), check_shapes=True).source
+    source = compile_gradient(layer(), check_shapes=True, blocked=False).source  # blocked: tests/test_blocked.py
     names = [n for n in assigned(source) if n not in ("loss", "grads")]
     assert names and all(f'_check_shape("{n}", {n}, ' in source for n in names)
     assert '_check_shape("h", h, (2,), N)' in source          # a value per sample: (N, 2)
@@ -129,10 +129,10 @@ class BatchSummingPrinter(NumPyBatchPrinter):
 
 def test_a_wrong_shape_stops_the_checked_code_at_its_line_naming_both_shapes(monkeypatch):
     monkeypatch.setattr(symbackprop.codegen, "NumPyBatchPrinter", BatchSummingPrinter)
-    unchecked = compile_gradient(layer(), check_shapes=False)
+    unchecked = compile_gradient(layer(), check_shapes=False, blocked=False)
     loss, _ = unchecked.loss_and_grad(PARAMS, DATA)   # broadcasts silently: a number, 4 times too large
     assert np.isfinite(loss)
-    checked = compile_gradient(layer(), check_shapes=True)
+    checked = compile_gradient(layer(), check_shapes=True, blocked=False)  # blocked: tests/test_blocked.py
     with pytest.raises(AssertionError) as failure:
         checked.loss_and_grad(PARAMS, DATA)
     lines = checked.source.splitlines()

@@ -210,7 +210,7 @@ def test_text_writes_positions_as_the_model_does():
 
 def test_generated_code_indexes_after_the_batch_axis_and_concatenates_along_it():
     g = vector_graph()
-    source = generate_module(derive(g).program(), check_shapes=True)
+    source = generate_module(derive(g).program(), check_shapes=True, blocked=False)  # the whole-array form, as printed
     assert "h[:, 0]" in source and "h[:, 3]" in source and "h[:, 1:3]" in source
     assert "np.concatenate((h[:, 2][:, None], s[:, None], h[:, 0:2]), axis=1)" in source
     assert "_scatter(dL_dc[:, 0], 2, (4,), True)" in source and "def _scatter(" in source
@@ -226,7 +226,7 @@ def test_a_concat_of_fixed_values_is_broadcast_over_the_batch():
     g.loss("L", sum_(concat(b, w) * x) + sum_(g.symbol("c")))
     source = generate_module(derive(g).program(), check_shapes=True)
     assert "np.concatenate((b, [w]))" in source
-    assert "np.concatenate((np.broadcast_to(b, (N, 2)), np.full((N, 1), w)), axis=1)" in source or \
+    assert "np.concatenate((np.broadcast_to(b, (N, 2)), np.full((N, 1), w, dtype=DTYPE)), axis=1)" in source or \
         "np.concatenate((b, [w]))" in source
     loss, grads = compile_gradient(g)({"b": np.array([1.0, 2.0]), "w": 3.0}, {"x": np.ones((2, 3))})
     assert loss == pytest.approx(12.0)
@@ -286,7 +286,7 @@ def test_an_index_binds_to_the_whole_operand_it_is_appended_to():
     g.node("u", slice_(x * a + 1, 1, 5))
     g.node("k", (W @ x)[1])
     g.loss("L", sum_(g.symbol("u")) + g.symbol("k"))
-    source = generate_module(derive(g).program(), check_shapes=True)
+    source = generate_module(derive(g).program(), check_shapes=True, blocked=False)  # the whole-array form, as printed
     assert "u = (a*x + 1)[:, 1:5]" in source and "k = (x @ W.T)[:, 1]" in source
     params = {"a": np.arange(5.0), "W": np.ones((2, 5))}
     loss, grads = compile_gradient(g)(params, {"x": np.ones((1, 5))})

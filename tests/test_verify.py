@@ -108,7 +108,9 @@ def test_an_unedited_generated_module_passes(tmp_path):
 
 def test_a_module_with_a_wrong_loss_value_fails_on_the_loss(tmp_path):
     module = generated_module(TWO_LAYER, tmp_path)
-    module.write_text(module.read_text().replace("loss = float(np.mean(L))", "loss = float(np.sum(L))"))
+    source = module.read_text()
+    assert "    loss = float(_loss/N)\n" in source  # blocked code: the sum over the blocks, divided by N
+    module.write_text(source.replace("    loss = float(_loss/N)\n", "    loss = float(_loss)\n"))
     result = run(TWO_LAYER, "--module", module, "--no-torch")
     assert result.exit_code == 1
     assert result.stderr == "Error: gradient check failed for L (loss value)\n"
