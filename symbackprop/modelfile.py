@@ -51,7 +51,8 @@ MAX_MODEL_NAME = 200
 CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "transpose": transpose}
 #: How many arguments a function takes, (fewest, most), for those that do not take exactly one. A function
 #: with an optional argument, such as leaky_relu(z, slope), is (1, 2); clip(z, lo, hi) is (3, 3).
-ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2)}
+ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2), "leaky_relu": (1, 2), "maximum": (2, 2), "minimum": (2, 2),
+                                     "clip": (3, 3)}
 
 TOP_LEVEL = ("name", "inputs", "params", "nodes", "loss", "data", "train")
 INPUT_KEYS = ("shape", "onehot")
