@@ -122,6 +122,8 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         return rf"\frac{{\partial {loss}}}{{\partial {of}}}"
 
     def _print_Mul(self, expr):
+        if not isinstance(expr, sp.Mul):  # 1/u: SymPy's _print_Pow hands it here, to be written as a fraction
+            return super()._print_Mul(expr)
         scalars, tensors = self.split_factors(expr)
         if not tensors:
             return self._with_order("none", super()._print_Mul, sp.Mul(*scalars, evaluate=False))
