@@ -518,7 +518,7 @@ CONVENTIONS = {
     minimum: (r"\frac{\partial}{\partial a} \min(a, b) = \frac{1 - \operatorname{sign}(a - b)}{2}"
               r" \text{ (at a tie each argument gets half)}",
               "d/da minimum(a, b) = (1 - sign(a - b))/2 (at a tie each argument gets half, as torch)"),
-    clip: (r"\frac{\partial}{\partial x} \operatorname{clip}(x, l, h) = 1 \text{ for } l \le x \le h"
+    clip: (r"\frac{\partial}{\partial x} \operatorname{clip}(x, l, h) = 1 \text{ for } l \leq x \leq h"
            r" \text{ (boundaries included)},\ \frac{\partial}{\partial l} = \operatorname{step}(l - x),\ "
            r"\frac{\partial}{\partial h} = \operatorname{step}(x - h)",
            "d/dx clip(x, lo, hi) = 1 for lo <= x <= hi (boundaries included, as torch.clamp), "
