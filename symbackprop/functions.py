@@ -446,7 +446,12 @@ class clip(Elementwise):
     text_name = "clip"
     numpy = "np.clip({x}, {lo}, {hi})"
     arguments = ("x", "lo", "hi")
-    torch = staticmethod(lambda torch, x, lo, hi: torch.clamp(x, min=lo, max=hi))
+
+    @staticmethod
+    def torch(torch, x, lo, hi):
+        # torch.clamp's backward does not reduce a broadcast bound (a fixed lo against per-sample x fails with
+        # "output with shape [1, 1, 1] doesn't match the broadcast shape [5, 1, 1]"): broadcast first
+        return torch.clamp(*torch.broadcast_tensors(x, lo, hi))
 
     @classmethod
     def eval(cls, x, lo, hi):
