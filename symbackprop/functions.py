@@ -246,8 +246,9 @@ def _erf(x):
     """erf elementwise by the standard library's math.erf (NumPy has no erf): within an ulp, as torch.erf.
     It costs about 0.1 s per million elements, some 80 times np.exp."""
     import math
-    x = np.asarray(x, dtype=np.float64)
-    return np.fromiter(map(math.erf, x.ravel().tolist()), np.float64, x.size).reshape(x.shape)
+    x = np.asarray(x)
+    dtype = x.dtype if x.dtype.kind == "f" else np.float64  # a float32 array stays float32
+    return np.fromiter(map(math.erf, x.ravel().tolist()), dtype, x.size).reshape(x.shape)
 '''
     torch = staticmethod(lambda torch, x: torch.erf(x))
 
@@ -278,9 +279,10 @@ def _gelu(x):
     """x/2 erfc(-x/sqrt(2)) by math.erfc: the exact GELU, without the cancellation in 1 + erf(x/sqrt(2))
     for x << 0 (about 0.1 s per million elements, as math.erf)."""
     import math
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    dtype = x.dtype if x.dtype.kind == "f" else np.float64  # a float32 array stays float32
     flat = x.ravel()
-    tail = np.fromiter(map(math.erfc, (-flat / math.sqrt(2.0)).tolist()), np.float64, flat.size)
+    tail = np.fromiter(map(math.erfc, (-flat / math.sqrt(2.0)).tolist()), dtype, flat.size)
     return (0.5 * flat * tail).reshape(x.shape)
 '''
     torch = staticmethod(lambda torch, x: torch.nn.functional.gelu(x))
