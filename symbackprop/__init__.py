@@ -14,7 +14,8 @@ mode, print each step as LaTeX, and turn the gradients into NumPy code.
 """
 __version__ = "0.1.0"
 
-from .functions import relu, sigmoid, softplus, step  # noqa: E402
+from .functions import (clip, cos, elu, erf, expm1, gelu, leaky_relu, log1p, maximum, minimum, relu,  # noqa: E402
+                        sigmoid, silu, sin, softplus, step)
 from .graph import Graph, ModelError, TensorSymbol  # noqa: E402
 from .tensor import ShapeError, logsumexp, matmul, mean, softmax, sum_, transpose  # noqa: E402
 from .indexing import concat, index, slice_  # noqa: E402
@@ -24,5 +25,6 @@ from .compile import CompiledGradient, compile_gradient  # noqa: E402
 __all__ = [
     "Graph", "ModelError", "TensorSymbol", "ShapeError", "Derivation", "derive", "CompiledGradient",
     "compile_gradient", "sigmoid", "softplus", "relu", "step", "softmax", "logsumexp", "sum_", "mean",
-    "matmul", "transpose", "concat", "index", "slice_",
+    "matmul", "transpose", "concat", "index", "slice_", "leaky_relu", "elu", "gelu", "silu", "erf", "sin", "cos",
+    "log1p", "expm1", "maximum", "minimum", "clip",
 ]

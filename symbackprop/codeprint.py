@@ -117,17 +117,17 @@ def _node_precedence(node: ast.expr) -> int:
 
 
 @lru_cache(maxsize=None)
-def template_precedence(template: str) -> tuple[int, bool]:
-    """(precedence of a function's NumPy template, whether ``{x}`` is a call argument there).
+def template_precedence(template: str, arguments: tuple[str, ...] = ("x",)) -> tuple[int, bool]:
+    """(precedence of a function's NumPy template, whether every argument (``{x}``, ...) is a call argument
+    there).
 
     Read from the template's syntax tree (the function's definition, not printed output): a template such
     as ``-np.logaddexp(0.0, -{x})`` is a negation, and its argument sits in an operator slot.
     """
-    placeholder = "_symbackprop_argument_"
-    tree = ast.parse(template.format(x=placeholder), mode="eval").body
-    in_call = any(isinstance(n, ast.Call) and any(isinstance(a, ast.Name) and a.id == placeholder for a in n.args)
-                  for n in ast.walk(tree))
-    return _node_precedence(tree), in_call
+    placeholders = {name: f"_symbackprop_argument_{name}_" for name in arguments}
+    tree = ast.parse(template.format(**placeholders), mode="eval").body
+    in_call = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) for a in n.args if isinstance(a, ast.Name)}
+    return _node_precedence(tree), set(placeholders.values()) <= in_call
 
 
 class NumPyBatchPrinter(FunctionBases, StrPrinter):
@@ -319,11 +319,16 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
 
     # ---- functions -----------------------------------------------------------------------------------
     def _print_Elementwise(self, expr):
+        """The function's NumPy template with its arguments; a per-sample scalar argument of a function of
+        several (``maximum(s, v)``) gets the axes that broadcast it, as an operand of ``+`` does."""
         if expr.helper:
             self.helper("_" + type(expr).__name__)
-        prec, argument_in_call = template_precedence(expr.numpy)
-        argument = self._print(expr.args[0])
-        return Code(expr.numpy.format(x=argument if argument_in_call else self.fit(argument, ATOM)), prec)
+        prec, arguments_in_call = template_precedence(expr.numpy, expr.arguments)
+        rank = len(self.shape(expr))
+        arguments = [self.operand(a, rank) for a in expr.args]
+        if not arguments_in_call:
+            arguments = [self.fit(a, ATOM) for a in arguments]
+        return Code(expr.numpy.format(**dict(zip(expr.arguments, arguments))), prec)
 
     def _print_Function(self, expr):
         name = ELEMENTWISE.get(type(expr))

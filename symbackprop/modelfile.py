@@ -53,7 +53,8 @@ CALLABLE: dict[str, Any] = {**FUNCTIONS, **TENSOR_FUNCTIONS, "matmul": matmul, "
                              "concat": concat}
 #: How many arguments a function takes, (fewest, most), for those that do not take exactly one. A function
 #: with an optional argument, such as leaky_relu(z, slope), is (1, 2); clip(z, lo, hi) is (3, 3).
-ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2), "concat": (2, 64)}
+ARITY: dict[str, tuple[int, int]] = {"matmul": (2, 2), "concat": (2, 64), "leaky_relu": (1, 2), "maximum": (2, 2),
+                                     "minimum": (2, 2), "clip": (3, 3)}
 
 TOP_LEVEL = ("name", "inputs", "params", "constants", "nodes", "loss", "data", "train")
 INPUT_KEYS = ("shape", "onehot")

@@ -162,6 +162,8 @@ class NetworkLatexPrinter(_ShapeAware, LatexPrinter):
         return rf"\frac{{\partial {loss}}}{{\partial {of}}}"
 
     def _print_Mul(self, expr):
+        if not isinstance(expr, sp.Mul):  # 1/u: SymPy's _print_Pow hands it here, to be written as a fraction
+            return super()._print_Mul(expr)
         scalars, tensors = self.split_factors(expr)
         if not tensors:
             return self._with_order("none", super()._print_Mul, sp.Mul(*scalars, evaluate=False))
@@ -289,9 +291,10 @@ class NetworkTextPrinter(_ShapeAware, StrPrinter):
         return f"[{'; '.join(entries)}]"
 
     def _print_Elementwise(self, expr):
-        return f"{expr.text_name}({self._print(expr.args[0])})"
+        return f"{expr.text_name}({', '.join(self._print(a) for a in expr.shown_args)})"
 
-    _print_Reduction = _print_Elementwise  # sum(v), softmax(v): a name and its argument, as functions
+    def _print_Reduction(self, expr):  # sum(v), softmax(v): a name and its argument, as functions
+        return f"{expr.text_name}({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
@@ -305,7 +308,7 @@ def _character_reference(match: re.Match) -> str:
 
 
 #: MathML names of functions whose text name is not how they are written in mathematics
-MATHML_NAMES = {"sigmoid": "\u03c3"}
+MATHML_NAMES = {"sigmoid": "\u03c3", "maximum": "max", "minimum": "min"}
 #: the minus sign (U+2212) as MathML Core wants it, not the hyphen SymPy writes
 MINUS = "<mo>&#8722;</mo>"
 _NEGATIVE_NUMBER = re.compile(r"<mn>-([^<]*)</mn>")
@@ -367,9 +370,14 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
     def bracketed(self, inner):
         return self.row(self.op("("), inner, self.op(")"))
 
-    def applied(self, name: str, arg):
-        """``name(arg)``, the name upright."""
-        return self.row(self.element("mi", text=name, mathvariant="normal"), self.bracketed(self._print(arg)))
+    def applied(self, name: str, *args):
+        """``name(arg, ...)``, the name upright."""
+        inner = self.row()
+        for i, arg in enumerate(args):
+            if i:
+                inner.appendChild(self.op(","))
+            inner.appendChild(self._print(arg))
+        return self.row(self.element("mi", text=name, mathvariant="normal"), self.bracketed(inner))
 
     # ---- symbols -------------------------------------------------------------------------------------
     def _print_Symbol(self, expr, style="plain"):
@@ -428,9 +436,10 @@ class NetworkMathMLPrinter(_ShapeAware, MathMLPresentationPrinter):
         return self.element("mn", text=math_bold("1"))
 
     def _print_Elementwise(self, expr):
-        return self.applied(mathml_name(expr.text_name), expr.args[0])
+        return self.applied(mathml_name(expr.text_name), *expr.shown_args)
 
-    _print_Reduction = _print_Elementwise  # sum(v), softmax(v): a name and its argument, as functions
+    def _print_Reduction(self, expr):  # sum(v), softmax(v): a name and its argument, as functions
+        return self.applied(mathml_name(expr.text_name), expr.args[0])
 
     def subscripted(self, expr):
         a = expr.args[0]

@@ -21,7 +21,7 @@ from itertools import permutations
 
 import sympy as sp
 
-from .functions import sigmoid, softplus
+from .functions import log1p, sigmoid, softplus
 from .tensor import Shape, ShapeError, infer_shape, keep_shape, logsumexp, softmax, sum_
 
 #: stands for any expression in a pattern (one name per rule: every ``u`` of a pattern is the same expression)
@@ -36,6 +36,7 @@ RULES: tuple[tuple[sp.Expr, sp.Expr], ...] = (
     (sp.log(sigmoid(u)), -softplus(-u)),
     (sp.log(1 - sigmoid(u)), -softplus(u)),
     (sp.log(1 + sp.exp(u)), softplus(u)),
+    (log1p(sp.exp(u)), softplus(u)),
     (sp.log(softmax(u)), u - logsumexp(u)),
     (sp.log(sum_(sp.exp(u))), logsumexp(u)),
     (sp.log(sp.exp(u)), u),

@@ -37,7 +37,7 @@ class TorchEvaluator:
         self.torch = torch
         self.graph = graph
         self.functions = {sp.tanh: torch.tanh, sp.exp: torch.exp, sp.log: torch.log, sp.Abs: torch.abs,
-                          sp.sign: torch.sign}
+                          sp.sign: torch.sign, sp.sin: torch.sin, sp.cos: torch.cos}
 
     def eval(self, expr: sp.Expr, env: dict):
         for cls in type(expr).__mro__:
@@ -73,10 +73,10 @@ class TorchEvaluator:
         exponent = float(expr.exp) if expr.exp.is_Number else self.eval(expr.exp, env)
         return base ** exponent
 
-    def _eval_Elementwise(self, expr, env):  # sigmoid, softplus, relu, step: each class's own torch form
-        return type(expr).torch(self.torch, self.eval(expr.args[0], env))
+    def _eval_Elementwise(self, expr, env):  # sigmoid, gelu, maximum, clip, ...: each class's own torch form
+        return type(expr).torch(self.torch, *(self.eval(a, env) for a in expr.args))
 
-    def _eval_Function(self, expr, env):  # SymPy's tanh, exp, log, Abs, sign
+    def _eval_Function(self, expr, env):  # SymPy's tanh, exp, log, Abs, sign, sin, cos
         function = self.functions.get(type(expr))
         if function is None:
             raise TypeError(f"no PyTorch form for the function {type(expr).__name__}")

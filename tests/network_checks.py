@@ -29,7 +29,7 @@ FD_TOL = 1e-6
 FD_AGREE = 1e-8
 #: |compiled - torch| <= TORCH_TOL * max(1, |torch|): two float64 evaluations of the same formulas.
 TORCH_TOL = 1e-9
-#: points closer than this to a kink of relu/abs, or with a value beyond LARGEST, are rejected.
+#: points closer than this to a kink (strategies._KINKS), or with a value beyond LARGEST, are rejected.
 KINK_MARGIN, LARGEST = 1e-2, 1e3
 
 
@@ -43,7 +43,7 @@ def usable_points(spec: GraphSpec) -> list[tuple[dict, dict]]:
     margin = min(r.kink_margin for r in references)
     largest = max(r.largest for r in references)
     if margin <= KINK_MARGIN:
-        event("rejected: relu/abs argument near its kink")
+        event("rejected: an argument near a kink")
     if largest >= LARGEST:
         event("rejected: a value beyond 1e3")
     assume(margin > KINK_MARGIN and largest < LARGEST)

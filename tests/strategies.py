@@ -16,9 +16,10 @@ fractional, negative and parameter exponents, functions, nested matrix products 
 ``h[-1]``, ``W[0]``, ``h[1:3]``, ``concat(s, v[1:])``), plus normalisations (L2, layer norm, RMSNorm, cosine
 similarity), named constants (``c0 = 0.5``) wherever a scalar may stand, and alias nodes (``h2 = h1``).
 
-The two kinks (``relu`` and ``abs``) cannot be kept away from 0 by construction without making them
-trivial, so the reference evaluation reports how close every kink argument comes to 0 and the tests
-reject points closer than a margin (finite differences across a kink measure nothing).
+The kinks (``relu``, ``abs``, ``leaky_relu``, ``elu``'s second derivative, the ties of ``maximum`` and
+``minimum``, the bounds of ``clip``) cannot be kept away by construction without making them trivial, so
+the reference evaluation reports how close every kink argument comes to 0 and the tests reject points
+closer than a margin (finite differences across a kink measure nothing).
 
 :func:`reference_values` evaluates a spec per sample with plain NumPy, one case per SymPy type, naive
 textbook formulas (``1/(1 + exp(-u))``, ``exp(v)/sum(exp(v))``), vectors as ``(n, 1)`` columns. It uses
@@ -28,6 +29,7 @@ cannot hide behind finite differences of that same forward pass.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from math import prod
 
@@ -35,7 +37,8 @@ import numpy as np
 import sympy as sp
 from hypothesis import strategies as st
 
-from symbackprop.functions import relu, sigmoid, softplus, step
+from symbackprop.functions import (clip, elu, erf, expm1, gelu, leaky_relu, log1p, maximum, minimum, relu, sigmoid,
+                                   silu, softplus, step)
 from symbackprop.graph import Graph
 from symbackprop.indexing import OPEN_END, concat, index, slice_
 from symbackprop.tensor import (canonical_shape, infer_shape, logsumexp, matmul, matrix_shape, mean, ones, softmax,
@@ -158,6 +161,8 @@ def _scalar_if_1x1(value):
     return float(value[0, 0]) if isinstance(value, np.ndarray) and value.shape == (1, 1) else value
 
 
+_ERF = np.vectorize(math.erf, otypes=[float])
+
 _NAIVE = {
     sigmoid: lambda u: 1.0 / (1.0 + np.exp(-u)),
     softplus: lambda u: np.log(1.0 + np.exp(u)),
@@ -168,12 +173,34 @@ _NAIVE = {
     sp.log: np.log,
     sp.Abs: np.abs,
     sp.sign: np.sign,
+    leaky_relu: lambda u, slope: np.where(np.asarray(u) > 0, u, slope * u),
+    elu: lambda u: np.where(np.asarray(u) > 0, u, np.exp(u) - 1.0),
+    gelu: lambda u: u / 2 * (1.0 + _ERF(u / math.sqrt(2.0))),
+    silu: lambda u: u / (1.0 + np.exp(-u)),
+    erf: _ERF,
+    sp.sin: np.sin,
+    sp.cos: np.cos,
+    log1p: lambda u: np.log(1.0 + u),
+    expm1: lambda u: np.exp(u) - 1.0,
+    maximum: lambda a, b: np.where(np.asarray(a) > b, a, b),
+    minimum: lambda a, b: np.where(np.asarray(a) < b, a, b),
+    clip: lambda u, lo, hi: np.where(np.asarray(u) < lo, lo, np.where(np.asarray(u) > hi, hi, u)),
 }
-_KINKED = (relu, sp.Abs)
+#: where each function with a kink has it: the arguments whose distance from 0 the tests keep above a margin
+#: (elu is smooth once, but its second derivative jumps at 0, which 4th-order differences see)
+_KINKS = {
+    relu: lambda u: [u],
+    sp.Abs: lambda u: [u],
+    leaky_relu: lambda u, slope: [u],
+    elu: lambda u: [u],
+    maximum: lambda a, b: [a - b],
+    minimum: lambda a, b: [a - b],
+    clip: lambda u, lo, hi: [u - lo, u - hi],
+}
 
 
 class Reference:
-    """Per-sample evaluation of SymPy expressions with NumPy; records the arguments of relu and abs."""
+    """Per-sample evaluation of SymPy expressions with NumPy; records the distances from their kinks."""
 
     def __init__(self):
         self.kink_args: list[float] = []
@@ -191,9 +218,10 @@ class Reference:
         if isinstance(e, sp.Pow):
             return np.power(args[0], args[1])
         if type(e) in _NAIVE:
-            if isinstance(e, _KINKED):
-                self.kink_args.extend(np.ravel(args[0]).tolist())
-            return _NAIVE[type(e)](args[0])
+            for distance in _KINKS.get(type(e), lambda *a: [])(*args):
+                self.kink_args.extend(np.ravel(distance).tolist())
+            value = _NAIVE[type(e)](*args)
+            return float(value) if np.ndim(value) == 0 else value
         if isinstance(e, matmul):
             return _scalar_if_1x1(np.atleast_2d(args[0]) @ np.atleast_2d(args[1]))
         if isinstance(e, transpose):
@@ -222,7 +250,7 @@ class Reference:
 class ReferenceResult:
     values: dict[str, np.ndarray]  # node or loss name -> its values over the batch, shape (N, *shape)
     largest: float  # the largest |value| of any node or loss element over the batch
-    kink_margin: float  # the smallest |argument| of relu/abs over the batch (inf if none)
+    kink_margin: float  # the smallest distance from a kink over the batch (inf if none)
 
     @property
     def losses(self) -> np.ndarray:
@@ -259,8 +287,31 @@ def reference_values(spec: GraphSpec, params: dict, data: dict) -> ReferenceResu
 
 
 # ---- drawing networks --------------------------------------------------------------------------------
-def _domain_safe_unary(draw, u: sp.Expr) -> sp.Expr:
-    """One elementwise function of ``u``, its argument kept in its domain whatever ``u`` is."""
+#: the elementwise functions of issue 12, each kept in its domain (log1p of a value > -1)
+NEW_FUNCTIONS = [
+    lambda u: leaky_relu(u),  # kink, as relu
+    lambda u: leaky_relu(u, sp.Float(0.2)),
+    lambda u: elu(u),
+    lambda u: gelu(u),
+    lambda u: silu(u),
+    lambda u: erf(u),
+    lambda u: sp.sin(u),
+    lambda u: sp.cos(u),
+    lambda u: log1p(softplus(u)),
+    lambda u: log1p(u ** 2),
+    lambda u: expm1(sp.sin(u)),
+    lambda u: expm1(-u ** 2),
+]
+
+
+def _domain_safe_unary(draw, u: sp.Expr, functions: list | None = None) -> sp.Expr:
+    """One elementwise function of ``u``, its argument kept in its domain whatever ``u`` is; one of
+    ``functions`` where given (tests/test_functions.py draws networks of one function).
+
+    The functions of issue 12 are a group of their own, drawn as often as all the others together (from one
+    list of 27, hypothesis rarely reached its end)."""
+    if functions:
+        return draw(st.sampled_from(functions))(u)
     wrappers = [
         lambda u: sigmoid(u),
         lambda u: sp.tanh(u),
@@ -278,7 +329,27 @@ def _domain_safe_unary(draw, u: sp.Expr) -> sp.Expr:
         lambda u: u ** 2,
         lambda u: u ** 3,
     ]
-    return draw(st.sampled_from(wrappers))(u)
+    return draw(st.sampled_from(draw(st.sampled_from([wrappers, NEW_FUNCTIONS]))))(u)
+
+
+def _several_arguments(draw, u: sp.Expr, other, slope) -> sp.Expr:
+    """A function of several arguments of ``u``: maximum or minimum of ``u`` and another expression (either
+    order), ``clip(u, lo, hi)`` with lo <= hi by construction (numbers, or ``lo`` and ``lo + p``, ``p`` a
+    positive function), or ``leaky_relu(u, slope)`` with a number, a parameter or an expression as slope.
+
+    ``other()`` draws another argument (of ``u``'s shape, or a scalar); ``slope()`` a scalar parameter."""
+    kind = draw(st.sampled_from(["maximum", "minimum", "clip", "clip", "leaky_relu"]))
+    if kind in ("maximum", "minimum"):
+        v = other()
+        first, second = (u, v) if draw(st.booleans()) else (v, u)
+        return (maximum if kind == "maximum" else minimum)(first, second)
+    if kind == "clip":
+        bounds = draw(st.sampled_from(["numbers", "expressions"]))
+        if bounds == "numbers":
+            return clip(u, -HALF, draw(st.sampled_from([HALF, sp.Float(1.5)])))
+        lo = other()
+        return clip(u, lo, lo + _positive(draw, other()))
+    return leaky_relu(u, draw(st.sampled_from([slope, other]))())
 
 
 def _positive(draw, u: sp.Expr) -> sp.Expr:
@@ -296,6 +367,7 @@ class Builder:
         self.shape_of: dict[sp.Symbol, Shape] = {}
         self.counts: dict[str, int] = {}
         self.min_size = 1  # the smallest vector or matrix dimension drawn
+        self.functions: list | None = None  # the elementwise functions to draw from (None: all)
 
     def declare(self, kind: str, shape: Shape, prefix: str, target: str = "") -> sp.Symbol:
         n = self.counts.get(prefix, 0)
@@ -349,9 +421,11 @@ class Builder:
 def _scalar_node(b: Builder, first: sp.Symbol | None = None) -> sp.Expr:
     draw = b.draw
     u = b.term(first if first is not None else b.pick(()))
-    kind = draw(st.sampled_from(["unary", "add", "sub", "mul", "div", "affine", "three", "power"]))
+    kind = draw(st.sampled_from(["unary", "add", "sub", "mul", "div", "affine", "three", "power", "several"]))
     if kind == "unary":
-        return _domain_safe_unary(draw, u)
+        return _domain_safe_unary(draw, u, b.functions)
+    if kind == "several":  # maximum, minimum, clip, leaky_relu with a second argument
+        return _several_arguments(draw, u, lambda: b.term(b.pick(())), lambda: b.param(()))
     if kind == "power":  # fractional, negative and parameter exponents of a positive base
         exponent = draw(st.sampled_from([HALF, THREE_HALVES, -HALF, -THREE_HALVES, "parameter"]))
         return _positive(draw, u) ** (b.param(()) if exponent == "parameter" else exponent)
@@ -371,9 +445,10 @@ def _scalar_node(b: Builder, first: sp.Symbol | None = None) -> sp.Expr:
 
 
 @st.composite
-def scalar_graphs(draw, max_nodes: int = 7, max_inputs: int = 2) -> GraphSpec:
+def scalar_graphs(draw, max_nodes: int = 7, max_inputs: int = 2, functions: list | None = None) -> GraphSpec:
     """Scalar networks of 1 to ``max_nodes`` nodes over 1 to ``max_inputs`` inputs and shared weights."""
     b = Builder(draw, "scalar")
+    b.functions = functions
     for _ in range(draw(st.integers(1, max_inputs))):
         b.declare("input", (), "x")
     b.param(())
@@ -531,7 +606,8 @@ class TensorBuilder(Builder):
         draw = self.draw
         if depth <= 0:
             return self.leaf(shape)
-        forms = ["sum", "difference", "scaling", "product", "quotient", "power", "function", "matmul", "leaf"]
+        forms = ["sum", "difference", "scaling", "product", "quotient", "power", "function", "matmul", "leaf",
+                 "several"]
         if shape:
             forms.append("transpose")
         if shape == ():
@@ -562,7 +638,9 @@ class TensorBuilder(Builder):
         if kind == "power":
             return self.power(sub())
         if kind == "function":
-            return _domain_safe_unary(draw, sub())
+            return _domain_safe_unary(draw, sub(), self.functions)
+        if kind == "several":
+            return _several_arguments(draw, sub(), lambda: sub(self.either(shape)), lambda: self.param(()))
         if kind == "matmul":  # (rows x k) @ (k x cols), each side an expression: (A @ B) @ x, tanh(U @ V) @ x, ...
             rows, cols = matrix_shape(shape)
             k = self.size()
@@ -588,7 +666,8 @@ class TensorBuilder(Builder):
         draw = self.draw
         shape = infer_shape(a, self.shape_of)
         rows, cols = matrix_shape(shape)
-        forms = ["matmul", "function", "sum", "difference", "scaling", "product", "quotient", "power", "matmul_right"]
+        forms = ["matmul", "function", "sum", "difference", "scaling", "product", "quotient", "power", "matmul_right",
+                 "several"]
         if shape:
             forms += ["transpose", "reduction"]
         if len(shape) == 1:
@@ -616,7 +695,9 @@ class TensorBuilder(Builder):
         if kind == "matmul_right":  # a @ E
             return matmul(a, sub(_matrix_of(cols, self.size())))
         if kind == "function":
-            return _domain_safe_unary(draw, a)
+            return _domain_safe_unary(draw, a, self.functions)
+        if kind == "several":
+            return _several_arguments(draw, a, lambda: sub(self.either(shape)), lambda: self.param(()))
         if kind == "sum":
             return sp.Add(*swap(a, sub(self.either(shape))))
         if kind == "difference":
@@ -668,12 +749,13 @@ class TensorBuilder(Builder):
 
 
 @st.composite
-def tensor_graphs(draw, max_nodes: int = 4, max_depth: int = 2) -> GraphSpec:
+def tensor_graphs(draw, max_nodes: int = 4, max_depth: int = 2, functions: list | None = None) -> GraphSpec:
     """Networks of 1 to ``max_nodes`` nodes. Each node applies one or two operations (:meth:`TensorBuilder.around`)
     to a node no later node uses yet (or the input vector ``x0``), with random expressions of depth up to
     ``max_depth`` in the other argument positions; or it is an alias of an earlier node. Inputs (per-sample
     scalars, vectors, rows, matrices) and parameters are declared as the expressions draw them."""
     b = TensorBuilder(draw, "tensor")
+    b.functions = functions
     x = b.data(canonical_shape((b.size(),)))
     for _ in range(draw(st.integers(1, max_nodes))):
         if b.spec.nodes and draw(st.integers(0, 7)) == 0:  # an alias, q = "p"

@@ -283,7 +283,7 @@ ERRORS = [
     (with_nodes('z = "w*q"'), "m.toml: [nodes] z: undefined name 'q'"),
     (with_nodes('z = 3'), "m.toml: [nodes] z: expected an expression in quotes, got an integer"),
     (with_nodes('z = "w*x"', loss='L = ["z"]'), "m.toml: [loss] L: expected an expression in quotes, got an array"),
-    (with_nodes('z = "sin(w*x)"'), "m.toml: [nodes] z: unknown function 'sin'"),
+    (with_nodes('z = "sinh(w*x)"'), "m.toml: [nodes] z: unknown function 'sinh'"),
     (with_nodes('z = "w(x)"'), "m.toml: [nodes] z: 'w' is not a function"),
     (with_nodes('z = "sigmoid"'), "m.toml: [nodes] z: 'sigmoid' is a function; call it, as in sigmoid(...)"),
     (with_nodes('z = "sum(x, w)"'), "m.toml: [nodes] z: sum(...) takes exactly one argument, got 2"),

@@ -14,8 +14,8 @@ larger than every side), with the generated code shape-checked (tests/conftest.p
   compared exactly at random rational points (40 significant digits).
 
 Points where finite differences cannot be trusted are rejected, never passed with a wider tolerance:
-a relu/abs argument within ``KINK_MARGIN`` of 0, values beyond ``LARGEST``, or two step sizes that
-disagree (an ill-conditioned point). Hypothesis counts each rejection as an event.
+an argument within ``KINK_MARGIN`` of a kink (relu, abs, leaky_relu, elu, ties of maximum/minimum, bounds
+of clip), values beyond ``LARGEST``, or two step sizes that disagree (an ill-conditioned point). Hypothesis counts each rejection as an event.
 """
 from __future__ import annotations
 

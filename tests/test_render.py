@@ -4,7 +4,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from symbackprop import derive
+from symbackprop import derive, sum_
 from test_derive import seed_graph, shared_weight_graph, two_layer_graph
 
 SEED_LATEX = [
@@ -170,3 +170,20 @@ class _Tags(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
+
+
+def test_a_reciprocal_vector_factor_of_a_hadamard_product_is_written_as_a_fraction():
+    """SymPy's LaTeX printer hands ``1/u`` (a power -1) to ``_print_Mul``, which read the exponent -1 as a
+    scalar factor: dL/dout of ``sum(log((out - y)**2/2 + 1))`` was printed as ``-((out - y)^2/2 + 1) ⊙ (out - y)``
+    (found with examples/activations.toml; text and MathML were right)."""
+    from symbackprop import Graph
+    import sympy as sp
+    g = Graph("robust loss")
+    x, y = g.input("x", (2,)), g.input("y", (2,))
+    b = g.param("b", (2,))
+    out = g.node("out", x + b)
+    g.loss("L", sum_(sp.log((out - y) ** 2 / 2 + 1)))
+    first = derive(g).to("latex").splitlines()[0]
+    assert first == (r"\frac{\partial L}{\partial \mathbf{out}} = \frac{1}{\left(\frac{1}{2}\right) \left(\mathbf{out}"
+                     r" - \mathbf{y}\right)^{2} + 1} \odot \left(\mathbf{out} - \mathbf{y}\right)")
+    parse_latex(first)

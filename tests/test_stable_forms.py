@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbackprop import Graph, derive, sigmoid
 from symbackprop.compile import compile_gradient
-from symbackprop.functions import softplus
+from symbackprop.functions import log1p, softplus
 from symbackprop.modelfile import parse_model
 from symbackprop.steps import Math
 from symbackprop.tensor import logsumexp, softmax, sum_
@@ -185,10 +185,13 @@ def test_softmax_cross_entropy_through_an_alias_still_derives_p_minus_y():
     ('z = "w*x + b"', "log(exp(z) + 1) - y*z", 1),
     ('z = "w*x + b"\ne = "exp(z)"\ne2 = "e"', "log(1 + e2) - y*z", 1),
     ('z = "w*x + b"\ne = "exp(-z)"', "log(e + 1) + (1 - y)*z", -1),
-], ids=["1 + exp(z)", "exp(z) + 1", "through a node and an alias", "of minus z"])
+    ('z = "w*x + b"', "log1p(exp(z)) - y*z", 1),
+    ('z = "w*x + b"\ne = "exp(-z)"', "log1p(e) + (1 - y)*z", -1),
+], ids=["1 + exp(z)", "exp(z) + 1", "through a node and an alias", "of minus z", "log1p(exp(z))",
+        "log1p of a node"])
 def test_softplus_written_as_a_log_is_stable_and_exact(nodes, loss, sign):
     graph = model(nodes, loss, head=SCALAR)
-    assert not graph["L"].expr.has(sp.log, sp.exp), graph["L"].expr
+    assert not graph["L"].expr.has(sp.log, sp.exp, log1p), graph["L"].expr
 
     def reference(p, d):
         z = p["w"] * d["x"] + p["b"]
