@@ -30,8 +30,19 @@ import sympy as sp
 
 from .codegen import _comment
 from .codeprint import Code
+from .indexing import index, slice_
 from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
+from .tensor import transpose
+
+
+def viewed_symbol(expr) -> sp.Symbol | None:
+    """The symbol whose array ``expr`` is, or is a NumPy view of (``h``, ``h[:, 0]``, ``h[:, 1:3]``,
+    ``h.T``, and views of views), else None. Assigned as printed, such a value shares its source's
+    buffer, so that buffer must outlive it."""
+    while isinstance(expr, (index, slice_, transpose)):
+        expr = expr.args[0]
+    return expr if expr.is_Symbol else None
 
 #: Values per buffer of one block (samples per block times the widest per-sample size): 65,536 float64
 #: values are 512 kB. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"), where one
@@ -192,9 +203,10 @@ class BlockedFunction:
             for s in a.expr.free_symbols:
                 if s in last:
                     last[s] = k
-        for a in reversed(body):  # an alias keeps its source's buffer alive as long as itself
-            if a.expr.is_Symbol and a.expr in last and a.target in last:
-                last[a.expr] = max(last[a.expr], last[a.target])
+        for a in reversed(body):  # an alias or a view keeps its source's buffer alive as long as itself
+            source = viewed_symbol(a.expr)
+            if source is not None and source in last and a.target in last:
+                last[source] = max(last[source], last[a.target])
         return last
 
     def block_sum(self, a, indent: str, comment: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ from conftest import EXAMPLES
 from helpers import load_example
 from strategies import scalar_graphs, tensor_graphs
 from test_generated_code_checks import DATA, PARAMS, BatchSummingPrinter, layer
-from symbackprop import Graph
+from symbackprop import Graph, concat
 from symbackprop.cli import main
 from symbackprop.codegen import _elementwise_classes, generate_module
 from symbackprop.compile import compile_gradient, load_source
@@ -118,6 +118,26 @@ def test_blocked_code_equals_whole_array_code_on_random_scalar_networks(spec):
 @given(spec=tensor_graphs())
 def test_blocked_code_equals_whole_array_code_on_random_tensor_networks(spec):
     check_random_network(spec)
+
+
+def test_a_value_that_is_a_view_of_a_buffer_keeps_that_buffer_from_reuse():
+    """t = dL_dh1[:, 0] is a NumPy view of dL_dh1's buffer: the buffer is not handed to another value while t
+    is still read (found by the random networks of issue 12: wrong gradients, 0.12 for -0.0014)."""
+    g = Graph()
+    s0, y = g.input("s0"), g.input("y", (2,))
+    b0, b1, w0 = g.param("b0", (2,)), g.param("b1", (2,)), g.param("w0")
+    cosine = sum_((b0 + w0) * (b1 + w0)) / sp.sqrt(sum_((b0 + w0) ** 2) * sum_((b1 + w0) ** 2))
+    g.node("h1", s0 + concat(cosine, s0))
+    g.loss("L", sum_((sp.tanh(g.symbol("h1")) - y) ** 2) / 2)
+    blocked, whole = blocked_and_whole(g)
+    assert re.search(r"^ +t\d+ = dL_dh1\[:, 0\]$", blocked.source, re.MULTILINE)  # the view this is about
+    rng = np.random.default_rng(0)
+    params = {"b0": rng.normal(size=2), "b1": rng.normal(size=2), "w0": 0.3}
+    for n in BATCHES:
+        data = {"s0": rng.normal(size=n), "y": rng.normal(size=(n, 2))}
+        assert_same_to_rounding(blocked(params, data), whole(params, data), f"N={n}")
+        loss, grads = compile_gradient(g)(params, data)  # codegen's default block: one block
+        assert_same_to_rounding((loss, grads), whole(params, data), f"default block, N={n}")
 
 
 # ---- what the blocked code is made of --------------------------------------------------------------------

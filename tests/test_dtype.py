@@ -119,8 +119,9 @@ def test_the_helpers_and_function_templates_keep_float32():
     x = np.linspace(-800, 800, 12, dtype=np.float32).reshape(3, 4)
     namespace = {"np": np}
     for cls in FUNCTIONS.values():
-        if getattr(cls, "helper", None):
-            exec(cls.helper, namespace)
+        for helper in (getattr(cls, "helper", None), getattr(cls, "helper_into", None)):
+            if helper:
+                exec(helper, namespace)
     for source in HELPERS.values():
         exec(source, namespace)
     for name in ("_softmax", "_logsumexp", "_sigmoid"):
@@ -128,11 +129,12 @@ def test_the_helpers_and_function_templates_keep_float32():
             assert namespace[name](x).dtype == np.float32, name
     batch = np.ones((2, 3, 4), dtype=np.float32)
     assert namespace["_matmul"](batch, batch[:, 0, :], False, True, (3,)).dtype == np.float32
-    templates = {name: cls.numpy for name, cls in FUNCTIONS.items() if getattr(cls, "numpy", "")}
+    templates = {name: cls.numpy.format(**{a: "x" for a in cls.arguments})  # every argument the same x
+                 for name, cls in FUNCTIONS.items() if getattr(cls, "numpy", "")}
     assert templates, "no NumPy templates found"
     for name, template in templates.items():
         with np.errstate(all="ignore"):
-            value = eval(template.format(x="x"), {**namespace, "x": x})
+            value = eval(template, {**namespace, "x": x})
         assert value.dtype == np.float32, f"{name}: {template} gives {value.dtype}"
 
 
