@@ -184,6 +184,6 @@ def test_a_reciprocal_vector_factor_of_a_hadamard_product_is_written_as_a_fracti
     out = g.node("out", x + b)
     g.loss("L", sum_(sp.log((out - y) ** 2 / 2 + 1)))
     first = derive(g).to("latex").splitlines()[0]
-    assert first == (r"\frac{\partial L}{\partial \mathbf{out}} = \frac{1}{\left(\frac{1}{2}\right) \left(\mathbf{out}"
+    assert first == (r"\frac{\partial L}{\partial \mathbf{out}} = \frac{1}{\frac{1}{2} \left(\mathbf{out}"
                      r" - \mathbf{y}\right)^{2} + 1} \odot \left(\mathbf{out} - \mathbf{y}\right)")
     parse_latex(first)
