@@ -30,19 +30,9 @@ import sympy as sp
 
 from .codegen import _comment
 from .codeprint import Code
-from .indexing import index, slice_
 from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
-from .tensor import transpose
 
-
-def viewed_symbol(expr) -> sp.Symbol | None:
-    """The symbol whose array ``expr`` is, or is a NumPy view of (``h``, ``h[:, 0]``, ``h[:, 1:3]``,
-    ``h.T``, and views of views), else None. Assigned as printed, such a value shares its source's
-    buffer, so that buffer must outlive it."""
-    while isinstance(expr, (index, slice_, transpose)):
-        expr = expr.args[0]
-    return expr if expr.is_Symbol else None
 
 #: Values per buffer of one block (samples per block times the widest per-sample size): 65,536 float64
 #: values are 512 kB. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"), where one
@@ -161,7 +151,7 @@ class BlockedFunction:
         """The lines of one block: each per-sample value in place, each gradient's block sum added."""
         p, w = self.program, self.writer
         in_place = InPlaceWriter(self.printer, self.pool, indent, w.check_shapes)
-        last_use = self.last_uses(body)
+        last_use = self.last_uses(body, in_place)
         owner: dict = {}  # symbol -> the buffer it was written into (an alias has none: see last_uses)
         released_at: dict[int, list] = {}
         for s, k in last_use.items():
@@ -195,7 +185,7 @@ class BlockedFunction:
                     self.pool.give_back(owner.pop(s))
         return lines
 
-    def last_uses(self, body) -> dict:
+    def last_uses(self, body, in_place: InPlaceWriter) -> dict:
         """Symbol -> the index of the last assignment of the block that reads it (or assigns it, if none)."""
         last: dict = {}
         for k, a in enumerate(body):
@@ -203,10 +193,15 @@ class BlockedFunction:
             for s in a.expr.free_symbols:
                 if s in last:
                     last[s] = k
-        for a in reversed(body):  # an alias or a view keeps its source's buffer alive as long as itself
-            source = viewed_symbol(a.expr)
-            if source is not None and source in last and a.target in last:
-                last[source] = max(last[source], last[a.target])
+        for a in reversed(body):  # later values first, so that chains of them are followed back
+            # A value assigned as printed, not into a buffer of its own, may be the very array it reads or a
+            # NumPy view of it: an alias (dL_da = t0), an index, slice or transpose (t7 = dL_dh[:, 0]), a
+            # sum over a scalar (sum_(t0) prints as t0). What it reads stays alive as long as it does.
+            if a.target not in last or isinstance(a.expr, batch_mean) or in_place.in_place(a.expr):
+                continue
+            for s in a.expr.free_symbols:
+                if s in last:
+                    last[s] = max(last[s], last[a.target])
         return last
 
     def block_sum(self, a, indent: str, comment: list[str]) -> list[str]:
