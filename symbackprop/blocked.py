@@ -192,9 +192,17 @@ class BlockedFunction:
             for s in a.expr.free_symbols:
                 if s in last:
                     last[s] = k
-        for a in reversed(body):  # an alias keeps its source's buffer alive as long as itself
-            if a.expr.is_Symbol and a.expr in last and a.target in last:
-                last[a.expr] = max(last[a.expr], last[a.target])
+        # an alias (dL_da = t0) or a value the printer writes as a new expression, which may be a view of its
+        # operands (t0 = h2[:, 0:5], W.T), keeps its sources' buffers alive as long as itself: otherwise a
+        # later value could take the buffer and overwrite what the view shows
+        viewer = InPlaceWriter(self.printer, BufferPool(), "")
+        for a in reversed(body):
+            if isinstance(a.expr, batch_mean) or a.target not in last:
+                continue
+            if a.expr.is_Symbol or not viewer.in_place(a.expr):
+                for s in a.expr.free_symbols:
+                    if s in last:
+                        last[s] = max(last[s], last[a.target])
         return last
 
     def block_sum(self, a, indent: str, comment: list[str]) -> list[str]:
