@@ -32,6 +32,7 @@ from .codegen import _comment
 from .codeprint import Code
 from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
+from .steps import Adjoint
 
 #: Values per buffer of one block (samples per block times the widest per-sample size): 65,536 float64
 #: values are 512 kB. Measured on the seed at N = 1e6 (benchmarks/README.md, "Blocked code"), where one
@@ -44,6 +45,16 @@ BLOCK_VALUES = 65536
 #: Samples per block at least: a mini-batch of up to 2,048 samples is always a single block (whole-batch
 #: matrix products, as in the whole-array form), and a wide model's GEMMs keep at least 2,048 rows.
 MIN_BLOCK = 2048
+
+#: Folding 1/N into the loss's adjoint seed (see :meth:`BlockedFunction.fold_mean`) is chosen when it costs
+#: fewer values than dividing every gradient by N, counted for a mini-batch of this many samples: the seed
+#: (two scalar gradients, one value per sample) keeps the division (folding would add a pass over its
+#: 1e6 samples); 784-128-10 (100,480 gradient values against 10 per sample) and 8 layers of width 32
+#: (8,448 values in 16 divisions, against 32 per sample) fold.
+FOLD_SAMPLES = 256
+
+#: The name of 1/N in blocked code that folds it into the adjoint seed.
+INVERSE_N = sp.Symbol("_inv_N", positive=True)
 
 #: The type of every buffer: the generated module's ``DTYPE`` constant (float64, or float32 on request).
 BUFFER_DTYPE = "DTYPE"
@@ -87,6 +98,13 @@ class BlockedFunction:
         loss = p.loss
         fixed = [a for a in p.assignments if not isinstance(a.expr, batch_mean) and a.target not in batched]
         body = [a for a in p.assignments if a not in fixed]
+        folded = self.fold_mean(body)
+        self.folded = folded is not None
+        if self.folded:
+            body = folded
+            self.printer.shapes = {**self.printer.shapes, INVERSE_N: ()}
+            self.printer._shape_memo = {}
+            self.names[INVERSE_N] = INVERSE_N.name
         self.printer.batch_size = "_n"
         try:
             loop = self.loop_body(body, ii)
@@ -102,6 +120,10 @@ class BlockedFunction:
             head.append(f"{i}# the same for every sample: computed once, before the blocks")
             for a in fixed:
                 head += w.assign(a)
+        if self.folded:
+            head.append(f"{i}# the mean's derivative: 1/N multiplies the loss's adjoint seed (the lines marked \"times 1/N\"),")
+            head.append(f"{i}# so that every adjoint and gradient sum is already divided by N (no division per gradient)")
+            head.append(f"{i}{INVERSE_N.name} = 1/N")
         head.append(f"{i}# buffers for one block of samples, allocated once per call (so two threads calling this")
         head.append(f"{i}# function at once never share one); values whose lifetimes do not overlap share a buffer")
         head.append(f"{i}_rows = min(N, BLOCK)")
@@ -138,6 +160,75 @@ class BlockedFunction:
             if q.canonical_shape != q.shape:
                 lines.append(f'{i}arrays["{q.name}"] = arrays["{q.name}"].reshape({(-1, *q.canonical_shape)!r})')
         return lines
+
+    def fold_mean(self, body) -> list | None:
+        """``body`` with 1/N folded into the loss's adjoint seed, or None where that is not both right and cheaper.
+
+        Every adjoint is linear in the loss's direct partial derivatives (dL/da = a - y for the seed): each
+        term of an adjoint that holds no earlier adjoint is such a partial, and multiplying exactly those by
+        1/N makes every adjoint, and so every gradient's sum over the samples, the mean's. The loss itself
+        and the values it shares with the adjoints (``t0 = a - y``) stay as they are: the 1/N goes on the
+        adjoint's line (``dL_da = t0*_inv_N``). A gradient's per-sample term without an adjoint (a parameter
+        the loss reads directly) is multiplied by 1/N too; its part that does not vary is added once, as before.
+
+        Not folded (the gradients are divided by N after the blocks, as before) where a step could mix
+        scaled and unscaled values: an adjoint that does not vary over the batch (``dL/dr = lam`` for a
+        regulariser of the parameters) or of a value that does not, or a sum inside an expression mixing
+        terms with and without adjoints; nor where dividing the gradients is cheaper (FOLD_SAMPLES)."""
+        p = self.program
+        node = {q.name: q.symbol for q in p.nodes}
+        derived: set = set()
+        out = []
+        seed_values = gradient_values = 0
+        for a in body:
+            mean = isinstance(a.expr, batch_mean)
+            value = a.expr.args[0] if mean else a.expr
+            if isinstance(a.target, Adjoint) and not mean:
+                if a.target not in p.batched or node.get(a.target.of) not in p.batched:
+                    return None
+                terms = sp.Add.make_args(value)
+                if any(self.mixes(t, derived) for t in terms):
+                    return None
+                scaled = [t for t in terms if not (t.free_symbols & derived)]
+                seed_values += sum(FOLD_SAMPLES * prod(self.printer.shape(t)) for t in scaled)
+                if scaled:
+                    value = sp.Add(*[t for t in terms if t.free_symbols & derived]) + sp.Add(*scaled) * INVERSE_N
+                    comment = a.comment + "   (times 1/N: the mean's derivative)" if a.comment else a.comment
+                    a = type(a)(a.target, value, a.section, comment)
+                derived.add(a.target)
+            elif mean:
+                terms = sp.Add.make_args(value)
+                summed = [t for t in terms if self.printer.batched(t)]
+                if any(self.mixes(t, derived) for t in terms) or any(
+                        t.free_symbols & derived for t in terms if not self.printer.batched(t)):
+                    return None
+                if summed:
+                    gradient_values += prod(self.shapes_of(a.target))
+                    unscaled = [t for t in summed if not (t.free_symbols & derived)]
+                    if unscaled:
+                        value = sp.Add(*[t for t in terms if t not in unscaled]) + sp.Add(*unscaled) * INVERSE_N
+                        a = type(a)(a.target, batch_mean(value), a.section, a.comment)
+            elif a.expr.free_symbols & derived:
+                if self.mixes(a.expr, derived):
+                    return None
+                derived.add(a.target)
+            out.append(a)
+        if not derived or seed_values >= gradient_values:
+            return None
+        return out
+
+    @staticmethod
+    def mixes(expr, derived: set) -> bool:
+        """Whether a sum inside ``expr`` adds terms with an adjoint (``derived``) to terms without."""
+        for sub in sp.preorder_traversal(expr):
+            if isinstance(sub, sp.Add):
+                has = [bool(t.free_symbols & derived) for t in sub.args]
+                if any(has) and not all(has):
+                    return True
+        return False
+
+    def shapes_of(self, symbol) -> tuple:
+        return self.writer.shapes[symbol]
 
     def accumulated(self, body) -> list:
         """The gradients with a per-sample part: summed block by block."""
@@ -219,7 +310,7 @@ class BlockedFunction:
     def means(self, body) -> list[str]:
         """After the last block: each gradient as the mean of its sum, plus its part that does not vary."""
         w, i = self.writer, self.writer.indent
-        lines = [f"{i}# the means over the batch"]
+        lines = [f"{i}# the means over the batch" + (" (the sums are the means: 1/N was folded in)" if self.folded else "")]
         summed = {a.target for a in self.accumulated(body)}
         for a in body:
             if not isinstance(a.expr, batch_mean):
@@ -229,7 +320,8 @@ class BlockedFunction:
             if a.target not in summed:  # no per-sample part: as in the whole-array form
                 lines += w.assign(a)
                 continue
-            lines.append(f"{i}{name} /= N")
+            if not self.folded:
+                lines.append(f"{i}{name} /= N")
             if constant and sp.Add(*constant) != 0:
                 fixed = self.printer._print(sp.Add(*constant))
                 lines.append(f"{i}{name} = {self.printer.binary(fixed, '+', Code(name))}")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
 import sympy as sp
 from click.testing import CliRunner
 
+import symbackprop.blocked
 import symbackprop.codegen
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -137,6 +139,56 @@ def test_blocked_code_equals_whole_array_code_on_random_scalar_networks(spec):
 @given(spec=tensor_graphs())
 def test_blocked_code_equals_whole_array_code_on_random_tensor_networks(spec):
     check_random_network(spec)
+
+
+# ---- 1/N folded into the loss's adjoint seed -------------------------------------------------------------
+def folding_always():
+    """Fold 1/N wherever it is right, however small the gradients (the default folds only where it saves work)."""
+    return mock.patch.object(symbackprop.blocked, "FOLD_SAMPLES", 0)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_folding_1_over_n_into_the_seed_gives_the_whole_array_codes_loss_and_gradients_on_every_example(example):
+    model = load_example(example)
+    with folding_always():
+        blocked, whole = blocked_and_whole(model.graph)
+    if example.stem in ("two_layer", "mlp_sigmoid", "iris", "neuron"):
+        assert "_inv_N = 1/N" in blocked.source and "/= N" not in blocked.source
+    for n in BATCHES:
+        params, data = check_point(model.graph, model.data, samples=n)
+        assert_same_to_rounding(blocked(params, data), whole(params, data), f"{example.name} at N={n}")
+
+
+@settings(max_examples=12)
+@given(spec=scalar_graphs())
+def test_folding_1_over_n_gives_the_whole_array_codes_results_on_random_scalar_networks(spec):
+    with folding_always():
+        check_random_network(spec)
+
+
+@settings(max_examples=25)
+@given(spec=tensor_graphs())
+def test_folding_1_over_n_gives_the_whole_array_codes_results_on_random_tensor_networks(spec):
+    with folding_always():
+        check_random_network(spec)
+
+
+def test_the_seed_divides_its_two_gradients_by_n_and_a_784_128_10_net_folds_1_over_n_into_its_output_error():
+    seed = seed_source()
+    assert "_inv_N" not in seed and "dL_dw /= N" in seed and "dL_db /= N" in seed
+    g = Graph("784-128-10")
+    x, y = g.input("x", (784,)), g.input("y", (10,), onehot=True)
+    W1, b1 = g.param("W1", (128, 784)), g.param("b1", (128,))
+    W2, b2 = g.param("W2", (10, 128)), g.param("b2", (10,))
+    a1 = g.node("a1", sp.tanh(g.node("z1", W1 @ x + b1)))
+    p = g.node("p", softmax(g.node("z2", W2 @ a1 + b2)))
+    g.loss("L", -sum_(y * sp.log(p)))
+    source = generate_module(derive(g).program(), check_shapes=False)
+    lines = loop_lines(source)
+    assert "_inv_N = 1/N" in source and "/= N" not in source
+    # the output error, once: (p - y)/N, and no gradient divided after the blocks
+    assert lines[lines.index("np.subtract(p, y, out=dL_dz2)") + 1] == "np.multiply(dL_dz2, _inv_N, out=dL_dz2)"
+    assert "# dL/dz2 = p - y   (times 1/N: the mean's derivative)" in source
 
 
 # ---- what the blocked code is made of --------------------------------------------------------------------
