@@ -30,6 +30,7 @@ import sympy as sp
 
 from .codegen import _comment
 from .codeprint import Code
+from .functions import Elementwise
 from .inplace import BufferPool, InPlaceWriter
 from .program import batch_mean
 from .steps import Adjoint
@@ -90,6 +91,7 @@ class BlockedFunction:
         self.printer = writer.printer
         self.names = writer.names
         self.pool = BufferPool()
+        self.negated_by: dict = {}  # a value computed negated -> the name of the function that reads it
 
     def lines(self) -> list[str]:
         p, w = self.program, self.writer
@@ -246,12 +248,15 @@ class BlockedFunction:
         released_at: dict[int, list] = {}
         for s, k in last_use.items():
             released_at.setdefault(k, []).append(s)
+        negated = self.negated_arguments(body, last_use)
         lines = [f"{indent}# forward pass"]
         for k, a in enumerate(body):
             if k and body[k - 1].section == "forward" and a.section != "forward":
                 lines.append(f"{indent}# backward pass: adjoints dL/dv of this block's samples, from the loss back")
             comment = _comment(a.comment, indent) if a.comment else []
-            if isinstance(a.expr, batch_mean):
+            if a.target in negated or (isinstance(a.expr, Elementwise) and a.expr.args[0] in negated):
+                lines += self.negated_line(a, negated, in_place, owner, indent)
+            elif isinstance(a.expr, batch_mean):
                 lines += self.block_sum(a, indent, comment)
             elif a.target == p.loss and last_use[a.target] == k and all(
                     self.printer.batched(t) for t in sp.Add.make_args(a.expr)):
@@ -274,6 +279,55 @@ class BlockedFunction:
                 if s in owner:
                     self.pool.give_back(owner.pop(s))
         return lines
+
+    def negated_arguments(self, body, last_use: dict) -> dict:
+        """Symbol -> the name of its negation, for each value read only as the argument of a function with a
+        ``numpy_into_negative`` form (the seed's z, read only by sigmoid(z)) whose negation is written in
+        place in no more lines than itself (-w*x - b: the sign on the scalar w). The value is then computed
+        negated, and the function reads it so: the pass that negates it inside the function is saved."""
+        taken = set(self.names.values())
+        readers: dict = {}
+        for a in body:
+            for s in a.expr.free_symbols:
+                readers[s] = readers.get(s, 0) + 1
+        negated = {}
+        for k, a in enumerate(body):
+            j = last_use.get(a.target, k)
+            user = body[j].expr
+            if j == k or readers.get(a.target) != 1 or a.target == self.program.loss or not (
+                    isinstance(user, Elementwise) and user.numpy_into_negative and user.args[0] == a.target):
+                continue
+            trial = InPlaceWriter(self.printer, BufferPool(), "")
+            if not trial.in_place(a.expr) or len(trial.assign("v", -a.expr)[0]) > len(trial.assign("v", a.expr)[0]):
+                continue
+            name = "minus_" + self.names[a.target]
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            negated[a.target] = name
+            self.negated_by[a.target] = type(user).__name__
+        return negated
+
+    def negated_line(self, a, negated: dict, in_place: InPlaceWriter, owner: dict, indent: str) -> list[str]:
+        """The lines of a value computed negated (``minus_z``), or of the function that reads it so."""
+        if a.target in negated:  # -z into z's buffer
+            name = negated[a.target]
+            code, buffer, scratch = in_place.assign(name, -a.expr)
+            for b in scratch:
+                self.pool.give_back(b)
+            owner[a.target] = buffer
+            z = self.names[a.target]
+            f = self.negated_by[a.target]
+            return [f"{indent}# -{z}: only {f}({z}) reads {z}, and it takes -{z} (one pass fewer than negating {z} there;",
+                    f"{indent}# the minus sign costs nothing here)"] \
+                + code + self.check(name, a.target, indent)
+        target, function = self.names[a.target], a.expr
+        buffer = self.pool.take(self.printer.shape(function))
+        owner[a.target] = buffer
+        self.printer.helper("_" + type(function).__name__ + "_of_negative_into")
+        return [f"{indent}{target} = {buffer}",
+                indent + function.numpy_into_negative.format(minus_x=negated[function.args[0]], out=target)
+                ] + self.check(target, a.target, indent)
 
     def last_uses(self, body) -> dict:
         """Symbol -> the index of the last assignment of the block that reads it (or assigns it, if none)."""

@@ -205,8 +205,9 @@ def loop_lines(source: str) -> list[str]:
 def test_the_seeds_block_is_written_in_place_into_buffers_allocated_before_the_loop():
     source = seed_source()
     lines = loop_lines(source)
-    assert "np.multiply(w, x, out=z)" in lines and "np.add(z, b, out=z)" in lines
-    assert "_sigmoid_into(z, a)" in lines                    # the sigmoid without a new array
+    # z is read only by sigmoid(z): computed negated, the sign on the scalar w, and the sigmoid takes -z
+    assert "np.multiply(-w, x, out=minus_z)" in lines and "np.subtract(minus_z, b, out=minus_z)" in lines
+    assert "_sigmoid_of_negative_into(minus_z, a)" in lines  # the sigmoid without a new array
     assert "np.subtract(1, a, out=dL_dz)" in lines           # dL/dz = (a - y) a (1 - a), in its buffer
     assert not [line for line in lines if "np.empty" in line]  # every buffer allocated once per call
     assert "BLOCK = 65536" in source and "_rows = min(N, BLOCK)" in source   # 65,536 values per buffer
@@ -227,7 +228,32 @@ def test_values_whose_lifetimes_do_not_overlap_share_a_buffer():
     buffers = re.findall(r"^    (_b\d+) = np\.empty\(_rows, dtype=DTYPE\)$", source, re.MULTILINE)
     assigned = re.findall(r"^        (\w+) = (_b\d+)$", source, re.MULTILINE)
     assert len(buffers) == 3 < len(assigned)  # z, a, t0, L, dL_dz in three buffers
-    assert dict(assigned)["t0"] == dict(assigned)["z"]   # z is dead once a is computed
+    assert dict(assigned)["t0"] == dict(assigned)["minus_z"]   # -z is dead once a is computed
+
+
+def test_the_seeds_block_makes_as_many_passes_over_its_samples_as_the_best_hand_written_numpy():
+    """12 NumPy calls per block, as bench_seed.reference_blocked: z = w x + b negated (2), the sigmoid of -z
+    (3), a - y and the sum of its squares (2), dL/dz (3), and the sums for dL/dw and dL/db (2)."""
+    lines = loop_lines(seed_source())
+    passes = [line for line in lines if re.match(r"(\w+ = )?(_add_block\(\w+, )?(np\.|_sigmoid)", line)
+              or line.startswith("_loss += ")]
+    helper_calls = {"_sigmoid_of_negative_into": 3}  # exp, add, divide
+    calls = sum(next((n for f, n in helper_calls.items() if line.startswith(f)), 1) for line in passes)
+    assert calls == 12, passes
+
+
+def test_the_sigmoid_of_minus_x_gives_the_sigmoids_floats_and_saturates_without_a_warning():
+    namespace = {"np": np}
+    from symbackprop.functions import sigmoid
+    exec(sigmoid.helper_into, namespace)
+    exec(sigmoid.helper_into_negative, namespace)
+    x = np.array([-1000.0, -709.8, -30.0, -1.5, 0.0, 1e-300, 2.5, 40.0, 1000.0])
+    expected, got = np.empty_like(x), np.empty_like(x)
+    namespace["_sigmoid_into"](x, expected)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # (exp(-1000) underflows to 0, as in NumPy)
+        namespace["_sigmoid_of_negative_into"](-x, got)
+    assert np.array_equal(got, expected)
+    assert got[0] == 0.0 and got[-1] == 1.0 and got[4] == 0.5
 
 
 def test_no_block_gives_the_whole_array_form(tmp_path):
