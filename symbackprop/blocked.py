@@ -107,11 +107,11 @@ class BlockedFunction:
             self.printer.shapes = {**self.printer.shapes, INVERSE_N: ()}
             self.printer._shape_memo = {}
             self.names[INVERSE_N] = INVERSE_N.name
-        self.printer.batch_size = "_n"
+        self.printer.batch_size, self.printer.batch_reduce = "_n", "np.add.reduce"
         try:
             loop = self.loop_body(body, ii)
         finally:
-            self.printer.batch_size = "N"
+            self.printer.batch_size, self.printer.batch_reduce = "N", "np.sum"
         head = ["def loss_and_grad(params, data):",
                 f'{i}"""Mean loss over the batch and its gradient for every parameter (in its shape).',
                 "",
