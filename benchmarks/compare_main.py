@@ -4,8 +4,9 @@ For issue 13's four speed targets (the seed at N = 1e6, 784-128-10 at batch 256,
 32 at batch 128, 784-512-512-10 at batch 1024 against its GEMMs alone), each problem times, interleaved
 round by round: the reference of its target (the hand-written NumPy, or the GEMMs alone), the module this
 checkout generates ("this") and the module the other checkout generates ("other": written by a
-subprocess that imports symbackprop from ``--other``). Ratios to the reference, medians over the repeats;
-a change to the code generator is measured against the same references in the same run.
+subprocess that imports symbackprop from ``--other``). Ratios to the reference, of the medians over the
+repeats and of the fastest rounds (on a loaded machine the fastest round is the one least disturbed),
+and this / other; a change to the code generator is measured against the same references in the same run.
 
     python benchmarks/compare_main.py --other /work/main [--repeats 15] [--rounds 3] [--only seed,xent,deep,gemm]
 """
@@ -79,9 +80,11 @@ def main() -> None:
                           "other": lambda: other.loss_and_grad(params, data)}
             for r in range(args.rounds):
                 t = time_side_by_side(candidates, repeats=args.repeats)
-                base = t[reference].median
-                print(f"{title}: {reference} {base * 1e3:.3f} ms; this {t['this'].median / base:.3f}x, "
-                      f"other {t['other'].median / base:.3f}x", flush=True)
+                base, best = t[reference].median, min(t[reference].times)
+                print(f"{title}: {reference} {base * 1e3:.3f} ms; medians: this {t['this'].median / base:.3f}x, "
+                      f"other {t['other'].median / base:.3f}x, this/other {t['this'].median / t['other'].median:.3f}; "
+                      f"fastest rounds: this {min(t['this'].times) / best:.3f}x, other {min(t['other'].times) / best:.3f}x",
+                      flush=True)
 
 
 if __name__ == "__main__":
