@@ -20,7 +20,7 @@ import sys
 import bench_gemm
 import bench_mlp
 import bench_seed
-from _common import (limit_threads, load_source, mlp_params, module_source, np, reference_mlp_xent, seed_graph,
+from _common import (limit_threads, load_source, mlp_params, module_source, np, seed_graph,
                      tanh_mlp, time_side_by_side, xent_problem)
 
 WRITE = ("import sys; sys.path.insert(0, {bench!r}); from _common import *; import bench_gemm; "

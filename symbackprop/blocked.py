@@ -212,7 +212,7 @@ class BlockedFunction:
                         t.free_symbols & derived for t in terms if not self.printer.batched(t)):
                     return None
                 if summed:
-                    gradient_values += prod(self.shapes_of(a.target))
+                    gradient_values += prod(self.writer.shapes[a.target])
                     unscaled = [t for t in summed if not (t.free_symbols & derived)]
                     if unscaled:
                         value = sp.Add(*[t for t in terms if t not in unscaled]) + sp.Add(*unscaled) * INVERSE_N
@@ -235,9 +235,6 @@ class BlockedFunction:
                 if any(has) and not all(has):
                     return True
         return False
-
-    def shapes_of(self, symbol) -> tuple:
-        return self.writer.shapes[symbol]
 
     def accumulated(self, body) -> list:
         """The gradients with a per-sample part: summed block by block."""
