@@ -325,6 +325,8 @@ class ModuleWriter:
         sources = {"_" + cls.__name__: cls.helper for cls in _elementwise_classes() if cls.helper}
         sources.update({"_" + cls.__name__ + "_into": cls.helper_into for cls in _elementwise_classes()
                         if cls.helper_into})
+        sources.update({"_" + cls.__name__ + "_of_negative_into": cls.helper_into_negative
+                        for cls in _elementwise_classes() if cls.helper_into_negative})
         sources.update(HELPERS)
         if "_add_block" in used:
             from .blocked import ADD_BLOCK_HELPER

@@ -30,7 +30,7 @@ from sympy.printing.str import StrPrinter
 
 from .indexing import scatter
 from .printing import FunctionBases, reading_order
-from .tensor import Shape, infer_shape, matmul, transpose
+from .tensor import Shape, infer_shape, matmul, sum_, transpose
 
 HELPERS = {
     "_softmax": '''\
@@ -144,6 +144,10 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         #: the name of the batch size in the printed code: ``N``, or the length of one block of samples in
         #: blocked code (:mod:`symbackprop.blocked`), where each line computes one block
         self.batch_size = "N"
+        #: the function summing over the batch axis: ``np.sum``, or in blocked code ``np.add.reduce``, the ufunc
+        #: method np.sum calls, without np.sum's Python wrapper (about 1 us a call: measured 3% of 8 layers of
+        #: width 32 at batch 128, with 16 gradients summed per block)
+        self.batch_reduce = "np.sum"
 
     def _print(self, expr, **kwargs) -> Code:
         if self.numpy_scalar(expr):  # float(np.sqrt(2)): see numpy_scalar
@@ -482,6 +486,17 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
             return total
         return self.negate(total) if coeff == -1 else self.binary(self._print(coeff), "*", total)
 
+    def einsum_pair(self, product):
+        """(u, v) if ``product`` is u**2 (u, u) or u*v, two per-sample values of its shape; else None."""
+        shape = self.shape(product)
+        if isinstance(product, sp.Pow) and product.exp == 2:
+            pair = (product.base, product.base)
+        elif isinstance(product, sp.Mul) and len(product.args) == 2:
+            pair = product.args
+        else:
+            return None
+        return pair if all(self.batched(f) and self.shape(f) == shape for f in pair) else None
+
     def batch_sum_of_factors(self, factors) -> Code:
         if isinstance(factors, scatter) and self.batched(factors.args[0]):
             # the sum of scattered adjoints is the scatter of their sum: no (N, *shape) array of zeros
@@ -495,6 +510,13 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
                 self.shape(factors.base) == ():  # the sum of squares of per-sample scalars: one pass, no square
             base = self._print(factors.base)
             return self.call("np.einsum", '"i,i->"', base, base)
+        if isinstance(factors, sum_) and len(self.shape(factors.args[0])) in (1, 2):
+            # the batch's sum of sum(u**2) or sum(u*v), per-sample vectors or matrices (the quadratic loss): one
+            # pass over u and v, no u**2 array and no per-sample sums; einsum never threads (see below)
+            pair = self.einsum_pair(factors.args[0])
+            if pair is not None:
+                axes = "ij" if len(self.shape(factors.args[0])) == 1 else "ijk"
+                return self.call("np.einsum", f'"{axes},{axes}->"', *(str(self._print(f)) for f in pair))
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
             # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
@@ -504,4 +526,4 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
                 return self.call("np.einsum", '"i,i->"', self._print(f1), self._print(f2))
             if self.shape(f1) == () and len(self.shape(f2)) == 1:
                 return self.binary(self._print(f1), "@", self._print(f2))
-        return self.call("np.sum", self._print(factors), "axis=0")
+        return self.call(self.batch_reduce, self._print(factors), "axis=0")

@@ -13,6 +13,10 @@ Each class keeps, side by side, everything the tool needs to know about one func
   ``{x}`` itself; ``{x}`` is a call argument there), for blocked in-place code
   (:mod:`symbackprop.inplace`), and ``helper_into``, its helper; without it, blocked code evaluates
   ``numpy`` into a new array;
+* ``numpy_into_negative`` (optional): the same into ``{out}`` from ``{minus_x}``, the argument negated,
+  and ``helper_into_negative``, its helper: blocked code computes an argument read only by this function
+  negated where that costs nothing (``-w*x - b``), saving the pass that negates it (the sigmoid's
+  ``exp(-x)``);
 * ``torch``: the same function in PyTorch, ``torch(torch_module, x, ...)``, used only to cross-check
   gradients (so this module never imports PyTorch);
 * ``_eval_rewrite_as_exp``: the function in SymPy's own terms (``exp``, ``Max``, ``Piecewise``, ``erf``),
@@ -47,6 +51,8 @@ class Elementwise(sp.Function):
     helper: str | None = None
     numpy_into: str = ""
     helper_into: str | None = None
+    numpy_into_negative: str = ""
+    helper_into_negative: str | None = None
 
     @staticmethod
     def torch(torch, x):  # pragma: no cover - every subclass gives its own
@@ -82,6 +88,15 @@ def _sigmoid_into(x, out):
     return np.divide(1.0, out, out=out)
 '''
 
+_SIGMOID_OF_NEGATIVE_INTO_HELPER = '''\
+def _sigmoid_of_negative_into(minus_x, out):
+    """Logistic function of x written into out, from -x: _sigmoid_into without its first pass (negating x)."""
+    with np.errstate(over="ignore"):
+        np.exp(minus_x, out=out)
+    np.add(out, 1.0, out=out)
+    return np.divide(1.0, out, out=out)
+'''
+
 
 class sigmoid(Elementwise):
     """Logistic sigmoid 1 / (1 + exp(-x)); its derivative sigmoid(x) (1 - sigmoid(x))."""
@@ -92,6 +107,8 @@ class sigmoid(Elementwise):
     helper = _SIGMOID_HELPER
     numpy_into = "_sigmoid_into({x}, {out})"
     helper_into = _SIGMOID_INTO_HELPER
+    numpy_into_negative = "_sigmoid_of_negative_into({minus_x}, {out})"
+    helper_into_negative = _SIGMOID_OF_NEGATIVE_INTO_HELPER
     torch = staticmethod(lambda torch, x: torch.sigmoid(x))
 
     @classmethod

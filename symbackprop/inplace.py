@@ -155,9 +155,15 @@ class InPlaceWriter:
         terms = sorted(expr.args, key=lambda t: (t.could_extract_minus_sign(), t.is_Atom))  # the printer's order
         first = next((t for t in terms if not t.could_extract_minus_sign() and self.fits(t, expr)), None)
         subtracted = next((t for t in terms if t.could_extract_minus_sign() and self.fits(-t, expr)), None)
+        # -w*x - b (the sigmoid's argument negated): the sign of -w*x goes on the scalar w, no np.negative
+        signed = next((t for t in terms if t.could_extract_minus_sign() and self.fits(t, expr)
+                       and self.sign_is_free(t)), None)
         if first is not None:
             self.write(first, out)
             terms.remove(first)
+        elif signed is not None:
+            self.write(signed, out)
+            terms.remove(signed)
         elif subtracted is not None:  # 1 - a**2: a**2 into out, then 1 - out (no scratch buffer)
             self.write(-subtracted, out)
             terms.remove(subtracted)
@@ -177,6 +183,20 @@ class InPlaceWriter:
             negative = term.could_extract_minus_sign()
             self.ufunc("np.subtract" if negative else "np.add", out,
                        self.operand(-term if negative else term, rank), out=out)
+
+    def sign_is_free(self, expr) -> bool:
+        """Whether :meth:`write_mul` writes the product ``expr`` with its minus sign on a number or on a
+        scalar that does not vary over the batch (``-2*x``, ``-w*x``), not as an ``np.negative`` pass."""
+        if not isinstance(expr, sp.Mul):
+            return False
+        coeff, factors = expr.as_coeff_mul()
+        return coeff < 0 and (coeff != -1 or self.signed_factor(factors) is not None)
+
+    def signed_factor(self, factors):
+        """The factor that can carry a product's minus sign for free: a scalar that does not vary over the
+        batch (``-w``: one number negated, not N)."""
+        return next((f for f in factors if not self.printer.batched(f) and self.printer.shape(f) == ()
+                     and not (f.is_Pow and f.exp.is_negative)), None)
 
     def write_mul(self, expr, out: str) -> None:
         """Factors multiplied into ``out`` one at a time, then the denominator's divided out, as the printer
@@ -198,6 +218,9 @@ class InPlaceWriter:
             numer.insert(0, coeff)
         if negative and numer and numer[0].is_Number:  # the sign goes on the number: -2*x, not -(2*x)
             numer[0], negative = -numer[0], False
+        elif negative and self.signed_factor(numer) is not None:  # or on a scalar parameter: -w*x
+            k = numer.index(self.signed_factor(numer))
+            numer[k], negative = -numer[k], False
         steps = [("np.multiply", f) for f in numer] + [("np.divide", f) for f in denom]
         first = next((s for s in steps if s[0] == "np.multiply" and self.fits(s[1], expr)), None)
         if first is not None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
 import sympy as sp
 from click.testing import CliRunner
 
+import symbackprop.blocked
 import symbackprop.codegen
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -30,7 +32,7 @@ from hypothesis import strategies as st
 from conftest import EXAMPLES
 from helpers import load_example
 from strategies import scalar_graphs, tensor_graphs
-from test_generated_code_checks import DATA, PARAMS, BatchSummingPrinter, layer
+from test_generated_code_checks import BatchSummingPrinter, layer
 from symbackprop import Graph, concat, maximum
 from symbackprop.cli import main
 from symbackprop.codegen import _elementwise_classes, generate_module
@@ -108,6 +110,25 @@ def check_random_network(spec) -> None:
         assert_same_to_rounding(blocked(params, data), expected, f"{spec!r}\nat N={n}")
 
 
+def test_a_slice_keeps_the_buffer_it_views_until_its_own_last_use():
+    """t0 = h2[:, 0:5] is a view of h2's buffer, read again for dL/dh2 after h2's last use: found by the random
+    tensor networks (h3 took h2's buffer and overwrote the values t0 shows, and dL/dw0 came out 1.8x too big)."""
+    from symbackprop.functions import sigmoid
+    from symbackprop.indexing import concat, slice_
+    g = Graph("slice of a buffer")
+    x0, y = g.input("x0", (4,)), g.input("y", (5,))
+    w0 = g.param("w0")
+    h1 = g.node("h1", sigmoid(x0))
+    h2 = g.node("h2", 2 * w0 + concat(4 * w0, h1))
+    h3 = g.node("h3", slice_(h2, 0, 5) ** 2)
+    g.loss("L", sum_((h3 - y) ** 2) / 2)
+    blocked, whole = blocked_and_whole(g)
+    rng = np.random.default_rng(0)
+    for n in BATCHES:
+        params, data = {"w0": 0.3}, {"x0": rng.normal(size=(n, 4)), "y": rng.normal(size=(n, 5))}
+        assert_same_to_rounding(blocked(params, data), whole(params, data), f"at N={n}")
+
+
 @settings(max_examples=12)
 @given(spec=scalar_graphs())
 def test_blocked_code_equals_whole_array_code_on_random_scalar_networks(spec):
@@ -161,6 +182,56 @@ def test_a_sum_over_a_per_sample_scalar_is_the_same_array_and_keeps_its_buffer()
         assert_same_to_rounding(compile_gradient(g)(params, data), whole(params, data), f"default block, N={n}")
 
 
+# ---- 1/N folded into the loss's adjoint seed -------------------------------------------------------------
+def folding_always():
+    """Fold 1/N wherever it is right, however small the gradients (the default folds only where it saves work)."""
+    return mock.patch.object(symbackprop.blocked, "FOLD_SAMPLES", 0)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_folding_1_over_n_into_the_seed_gives_the_whole_array_codes_loss_and_gradients_on_every_example(example):
+    model = load_example(example)
+    with folding_always():
+        blocked, whole = blocked_and_whole(model.graph)
+    if example.stem in ("two_layer", "mlp_sigmoid", "iris", "neuron"):
+        assert "_inv_N = 1/N" in blocked.source and "/= N" not in blocked.source
+    for n in BATCHES:
+        params, data = check_point(model.graph, model.data, samples=n)
+        assert_same_to_rounding(blocked(params, data), whole(params, data), f"{example.name} at N={n}")
+
+
+@settings(max_examples=12)
+@given(spec=scalar_graphs())
+def test_folding_1_over_n_gives_the_whole_array_codes_results_on_random_scalar_networks(spec):
+    with folding_always():
+        check_random_network(spec)
+
+
+@settings(max_examples=25)
+@given(spec=tensor_graphs())
+def test_folding_1_over_n_gives_the_whole_array_codes_results_on_random_tensor_networks(spec):
+    with folding_always():
+        check_random_network(spec)
+
+
+def test_the_seed_divides_its_two_gradients_by_n_and_a_784_128_10_net_folds_1_over_n_into_its_output_error():
+    seed = seed_source()
+    assert "_inv_N" not in seed and "dL_dw /= N" in seed and "dL_db /= N" in seed
+    g = Graph("784-128-10")
+    x, y = g.input("x", (784,)), g.input("y", (10,), onehot=True)
+    W1, b1 = g.param("W1", (128, 784)), g.param("b1", (128,))
+    W2, b2 = g.param("W2", (10, 128)), g.param("b2", (10,))
+    a1 = g.node("a1", sp.tanh(g.node("z1", W1 @ x + b1)))
+    p = g.node("p", softmax(g.node("z2", W2 @ a1 + b2)))
+    g.loss("L", -sum_(y * sp.log(p)))
+    source = generate_module(derive(g).program(), check_shapes=False)
+    lines = loop_lines(source)
+    assert "_inv_N = 1/N" in source and "/= N" not in source
+    # the output error, once: (p - y)/N, and no gradient divided after the blocks
+    assert lines[lines.index("np.subtract(p, y, out=dL_dz2)") + 1] == "np.multiply(dL_dz2, _inv_N, out=dL_dz2)"
+    assert "# dL/dz2 = p - y   (times 1/N: the mean's derivative)" in source
+
+
 # ---- what the blocked code is made of --------------------------------------------------------------------
 def seed_source(**options) -> str:
     model = load_example(next(p for p in EXAMPLES if p.stem == "neuron"))
@@ -175,8 +246,9 @@ def loop_lines(source: str) -> list[str]:
 def test_the_seeds_block_is_written_in_place_into_buffers_allocated_before_the_loop():
     source = seed_source()
     lines = loop_lines(source)
-    assert "np.multiply(w, x, out=z)" in lines and "np.add(z, b, out=z)" in lines
-    assert "_sigmoid_into(z, a)" in lines                    # the sigmoid without a new array
+    # z is read only by sigmoid(z): computed negated, the sign on the scalar w, and the sigmoid takes -z
+    assert "np.multiply(-w, x, out=minus_z)" in lines and "np.subtract(minus_z, b, out=minus_z)" in lines
+    assert "_sigmoid_of_negative_into(minus_z, a)" in lines  # the sigmoid without a new array
     assert "np.subtract(1, a, out=dL_dz)" in lines           # dL/dz = (a - y) a (1 - a), in its buffer
     assert not [line for line in lines if "np.empty" in line]  # every buffer allocated once per call
     assert "BLOCK = 65536" in source and "_rows = min(N, BLOCK)" in source   # 65,536 values per buffer
@@ -197,7 +269,32 @@ def test_values_whose_lifetimes_do_not_overlap_share_a_buffer():
     buffers = re.findall(r"^    (_b\d+) = np\.empty\(_rows, dtype=DTYPE\)$", source, re.MULTILINE)
     assigned = re.findall(r"^        (\w+) = (_b\d+)$", source, re.MULTILINE)
     assert len(buffers) == 3 < len(assigned)  # z, a, t0, L, dL_dz in three buffers
-    assert dict(assigned)["t0"] == dict(assigned)["z"]   # z is dead once a is computed
+    assert dict(assigned)["t0"] == dict(assigned)["minus_z"]   # -z is dead once a is computed
+
+
+def test_the_seeds_block_makes_as_many_passes_over_its_samples_as_the_best_hand_written_numpy():
+    """12 NumPy calls per block, as bench_seed.reference_blocked: z = w x + b negated (2), the sigmoid of -z
+    (3), a - y and the sum of its squares (2), dL/dz (3), and the sums for dL/dw and dL/db (2)."""
+    lines = loop_lines(seed_source())
+    passes = [line for line in lines if re.match(r"(\w+ = )?(_add_block\(\w+, )?(np\.|_sigmoid)", line)
+              or line.startswith("_loss += ")]
+    helper_calls = {"_sigmoid_of_negative_into": 3}  # exp, add, divide
+    calls = sum(next((n for f, n in helper_calls.items() if line.startswith(f)), 1) for line in passes)
+    assert calls == 12, passes
+
+
+def test_the_sigmoid_of_minus_x_gives_the_sigmoids_floats_and_saturates_without_a_warning():
+    namespace = {"np": np}
+    from symbackprop.functions import sigmoid
+    exec(sigmoid.helper_into, namespace)
+    exec(sigmoid.helper_into_negative, namespace)
+    x = np.array([-1000.0, -709.8, -30.0, -1.5, 0.0, 1e-300, 2.5, 40.0, 1000.0])
+    expected, got = np.empty_like(x), np.empty_like(x)
+    namespace["_sigmoid_into"](x, expected)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # (exp(-1000) underflows to 0, as in NumPy)
+        namespace["_sigmoid_of_negative_into"](-x, got)
+    assert np.array_equal(got, expected)
+    assert got[0] == 0.0 and got[-1] == 1.0 and got[4] == 0.5
 
 
 def test_no_block_gives_the_whole_array_form(tmp_path):

@@ -179,11 +179,12 @@ def test_the_shape_checked_mode_stops_at_a_float64_value_in_a_float32_module(blo
     compiled = compile_gradient(load_model(NEURON).graph, dtype="float32", check_shapes=True, blocked=blocked)
     assert "_check_shape(" in compiled.source
     head, body = compiled.source.split("def loss_and_grad", 1)  # edit loss_and_grad's z, not forward's
-    line = next(l for l in body.splitlines() if l.strip().startswith("z = "))
-    edited = head + "def loss_and_grad" + body.replace(line, line.replace("z = ", "z = np.float64(1.0)*"))
+    z = "minus_z" if blocked else "z"  # (blocked code computes -z, which only the sigmoid reads)
+    line = next(l for l in body.splitlines() if l.strip().startswith(f"{z} = "))
+    edited = head + "def loss_and_grad" + body.replace(line, line.replace(f"{z} = ", f"{z} = np.float64(1.0)*"))
     module = load_source(edited, "edited")
     with pytest.raises(AssertionError, match=r"dtype check failed at line \d+ .*: "
-                                             r"z is float64, but the module computes in float32"):
+                                             rf"{z} is float64, but the module computes in float32"):
         module.loss_and_grad({"w": 0.5, "b": 0.0}, {"x": np.ones(3), "y": np.ones(3)})
 
 
