@@ -63,6 +63,11 @@ ARRAYS_HELPER = '''\
 def _arrays(params, data):
     """The parameters and inputs as arrays of DTYPE, and N, checked against PARAMS and INPUTS.
 
+    Parameters come out aligned and C-contiguous, inputs aligned (a copy only where they are not): NumPy
+    copies an unaligned operand of matmul into a C-ordered buffer, so an unaligned or Fortran-ordered W
+    would reach BLAS as another layout of W.T, another kernel, and at N = 1 results 1 ulp apart. Arrays
+    unpickled by Dask often lie at odd addresses; with this, the numbers depend on the values alone.
+
     A missing or unknown name, a shape other than the declared one, an input without its leading batch
     axis, or inputs with different numbers of samples raise ValueError naming the array, the shape it has
     and the shape expected. One check per array, whatever the batch size.
@@ -78,6 +83,9 @@ def _arrays(params, data):
                 arrays[name] = value = np.asarray(given[name], dtype=DTYPE)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{kind} {name!r} is not an array of numbers ({e})") from None
+            flags = value.flags
+            if not flags.aligned or (kind == "parameter" and not flags.c_contiguous):
+                arrays[name] = value = np.array(value, order="C" if kind == "parameter" else "K")
             if kind == "parameter" and value.shape != shape:
                 raise ValueError(f"parameter {name!r} has shape {value.shape}, expected {shape}")
             if kind == "input" and (value.ndim != len(shape) + 1 or value.shape[1:] != shape):
