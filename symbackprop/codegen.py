@@ -195,7 +195,7 @@ class ModuleWriter:
             shape = self.shapes[a.target]
             rhs = f"np.zeros({shape!r}, dtype=DTYPE)" if shape else "0.0"
         else:
-            rhs = self.printer.doprint(a.expr)
+            rhs = self.printer.assigned(a.expr)
         lines = _comment(a.comment, self.indent) if a.comment else []
         return lines + [f"{self.indent}{target} = {rhs}"] + self.shape_check(
             target, self.shapes[a.target], a.target in self.program.batched)
@@ -311,7 +311,7 @@ class ModuleWriter:
         values = []
         for a in [*p.assignments, *shown]:
             expr = a.expr.args[0] if isinstance(a.expr, batch_mean) else a.expr
-            lines.append(f"{i}{self.names[a.target]} = {self.printer.doprint(expr)}")
+            lines.append(f"{i}{self.names[a.target]} = {self.printer.assigned(expr)}")
             lines += self.shape_check(self.names[a.target], self.printer.shape(expr), self.printer.batched(expr))
             if a.target in returned:
                 shape = p.shapes.get(a.target) or self.printer.shape(expr)

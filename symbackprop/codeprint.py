@@ -160,6 +160,15 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
         code = super()._print(expr, **kwargs)
         return code if isinstance(code, Code) else Code(code, LOWEST)  # unknown precedence: always bracketed
 
+    def assigned(self, expr) -> str:
+        """The right-hand side of ``name = expr``. A value that is a plain number is a scalar of the module's
+        ``DTYPE`` (``h = DTYPE(0)``): a Python number stays one through Python arithmetic, but NumPy
+        functions of it do not (``np.abs(0)`` is an int64, ``_sigmoid(0.0)`` a float64, either of which turns
+        a float32 module's arrays into another type, and the int64 reaches ``forward``'s results)."""
+        if isinstance(expr, sp.Basic) and expr.is_number and self.shape(expr) == ():
+            return f"DTYPE({self.doprint(expr)})"
+        return self.doprint(expr)
+
     def numpy_scalar(self, expr) -> bool:
         """Whether ``expr`` is a number that would print as a NumPy call (``np.sqrt(2)``, ``np.log(3)``).
 

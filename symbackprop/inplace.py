@@ -100,7 +100,7 @@ class InPlaceWriter:
         the printer prints it (a new array)."""
         self.lines, self.scratch = [], []
         if expr.is_Symbol or not self.in_place(expr):
-            return [f"{self.indent}{target} = {self.printer.doprint(expr)}"], None, []
+            return [f"{self.indent}{target} = {self.printer.assigned(expr)}"], None, []
         buffer = self.pool.take(self.printer.shape(expr))
         self.emit(f"{target} = {buffer}")
         self.write(expr, target)

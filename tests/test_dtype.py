@@ -284,3 +284,24 @@ def test_every_optimizer_trains_in_float32_close_to_float64(optimizer):
     assert runs["float32"].losses[-1] < runs["float32"].initial_loss
     for name, value in runs["float64"].params.items():
         assert runs["float32"].params[name] == pytest.approx(value, rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["whole-array", "blocked"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_node_that_is_a_number_is_a_scalar_of_the_modules_dtype(dtype, blocked):
+    """h = 0 printed as a Python 0 made np.abs(h) an int64 (in forward's results) and _sigmoid(h) a float64
+    (upcasting a float32 module); found by the random networks. It is DTYPE(0)."""
+    from symbackprop.functions import sigmoid
+    g = Graph()
+    x, w, y = g.input("x"), g.param("w"), g.input("y")
+    g.node("h", sp.Integer(0))
+    g.node("k", sp.Abs(g.symbol("h")) + sigmoid(g.symbol("h")))
+    g.loss("L", (w * x + g.symbol("k") - y) ** 2)
+    compiled = compile_gradient(g, dtype=dtype, blocked=blocked, check_shapes=True)  # every value dtype-checked
+    assert "h = DTYPE(0)" in compiled.source
+    data = {"x": np.ones(3), "y": np.zeros(3)}
+    loss, grads = compiled(dict(w=0.5), data)
+    assert loss == pytest.approx(1.0) and grads["w"] == pytest.approx(2.0)  # (0.5 + 0 + 1/2)**2, 2 * 1 * 1
+    values = compiled.forward(dict(w=0.5), data)
+    assert {k: v.dtype for k, v in values.items()} == {k: np.dtype(dtype) for k in ("h", "k", "L")}
+    assert values["k"].tolist() == [0.5, 0.5, 0.5]
