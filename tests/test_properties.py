@@ -87,9 +87,11 @@ def exact_value(expr: sp.Expr, point: dict[str, sp.Rational]) -> sp.Float:
 
     The functions are first written in SymPy's own terms, which it evaluates to any precision: sigmoid
     and softplus as exp/log, relu as Max, step as a Piecewise (``softplus(0)`` or ``relu(1/(1 + exp(2)))``
-    would otherwise stay unevaluated).
+    would otherwise stay unevaluated). A Float (leaky_relu's default slope 0.01) is taken as the exact
+    rational of its binary value: a Float of 15 digits would limit the whole evaluation to 15 digits.
     """
-    exact = expr.xreplace({s: point[s.name] for s in expr.free_symbols}).rewrite(sp.exp)
+    exact = expr.xreplace({f: sp.Rational(f) for f in expr.atoms(sp.Float)})  # before the point is put in
+    exact = exact.xreplace({s: point[s.name] for s in exact.free_symbols}).rewrite(sp.exp)
     exact = exact.replace(relu, lambda a: sp.Max(a, 0))
     exact = exact.replace(step, lambda a: sp.Piecewise((1, a > 0), (0, True)))
     return sp.N(exact, 40)
