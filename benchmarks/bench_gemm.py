@@ -6,7 +6,7 @@ for the first, whose input needs no adjoint) are nearly all of the work, so thei
 any implementation using them. They are timed here as a hand-written sequence of ``@`` calls, with the
 shapes and memory layouts the generated module uses (``x @ W1.T``, ``d.T @ a``, ``d @ W``), in the same
 run, interleaved with the module. The module's own products are recorded first (its source with every
-``a @ b`` turned into a call that notes both operands) and compared with the hand-written sequence, so
+``a @ b`` and ``np.matmul(a, b, out=...)`` turned into a call that notes both operands) and compared with the hand-written sequence, so
 the floor cannot silently drift from what the module does. Also: the hand-written NumPy backprop, and
 PyTorch and JAX-jit in blocks of their own when installed.
 
@@ -70,13 +70,21 @@ def gemms_alone(params: dict, data: dict):
 
 
 class RecordMatmul(ast.NodeTransformer):
-    """``a @ b`` -> ``_record_matmul(a, b)``."""
+    """``a @ b`` -> ``_record_matmul(a, b)``, and the blocked code's ``np.matmul(a, b, out=z)`` ->
+    ``_record_matmul(a, b, out=z)``."""
 
     def visit_BinOp(self, node):
         self.generic_visit(node)
         if isinstance(node.op, ast.MatMult):
             return ast.copy_location(ast.Call(ast.Name("_record_matmul", ast.Load()), [node.left, node.right], []),
                                      node)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr == "matmul" and isinstance(f.value, ast.Name) and f.value.id == "np":
+            return ast.copy_location(ast.Call(ast.Name("_record_matmul", ast.Load()), node.args, node.keywords), node)
         return node
 
 
@@ -87,10 +95,10 @@ def recorded_gemms(graph, params: dict, data: dict) -> list[tuple]:
     module = load_source(ast.unparse(ast.fix_missing_locations(tree)), "recorded")
     seen = []
 
-    def record(a, b):
+    def record(a, b, out=None):
         if np.ndim(a) == 2 and np.ndim(b) == 2:
             seen.append((a.shape, layout(a), b.shape, layout(b)))
-        return a @ b
+        return np.matmul(a, b, out=out)
     module._record_matmul = record
     module.loss_and_grad(params, data)
     return seen
