@@ -2,7 +2,9 @@
 
 A development aid for the printer, not a benchmark: it runs the function body one statement at a time
 (each statement repeated, in a namespace that already holds every earlier result) and prints the median
-time of each line.
+time of each line. It profiles the whole-array form (``codegen --no-block``): the blocked form's loop
+runs the same formulas block by block, in place, where repeating one statement alone would not measure
+what the loop does (benchmarks/bench_seed.py times the two forms side by side).
 
     python benchmarks/profile_lines.py seed|xent|deep [--repeats 9]
 """
@@ -62,7 +64,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     graph, params, data = problem(args.problem)
-    rows = profile(compile_gradient(graph, check_shapes=False).source, params, data, args.repeats)
+    rows = profile(compile_gradient(graph, check_shapes=False, blocked=False).source, params, data, args.repeats)
     total = sum(t for t, _ in rows)
     for t, line in rows:
         print(f"{t * 1e6:9.1f} us {100 * t / total:5.1f}%  {textwrap.shorten(line, 100)}")
