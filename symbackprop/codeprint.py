@@ -130,6 +130,27 @@ def template_precedence(template: str, arguments: tuple[str, ...] = ("x",)) -> t
     return _node_precedence(tree), set(placeholders.values()) <= in_call
 
 
+def fraction_factors(expr: sp.Mul) -> tuple[bool, list, list]:
+    """(negative, numerator factors, denominator factors) of a product, in reading order, as the printed code
+    computes it: ``-x*y/(2*z)`` is (True, [x, y], [2, z]). A rational coefficient is split between the two
+    (3/2 puts 3 above and 2 below); negative powers go below with their exponent's sign turned."""
+    coeff, factors = expr.as_coeff_mul()
+    numer, denom = [], []
+    for f in reading_order(factors):
+        if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
+            denom.append(f.base ** (-f.exp))
+        else:
+            numer.append(f)
+    negative, coeff = coeff < 0, abs(coeff)
+    if coeff.is_Rational and not coeff.is_Integer:
+        if coeff.p != 1:
+            numer.insert(0, sp.Integer(coeff.p))
+        denom.insert(0, sp.Integer(coeff.q))
+    elif coeff != 1:
+        numer.insert(0, coeff)
+    return negative, numer, denom
+
+
 class NumPyBatchPrinter(FunctionBases, StrPrinter):
     """Batched NumPy source for one expression at a time."""
 
@@ -293,20 +314,7 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
 
     def _print_Mul(self, expr):
         rank = len(self.shape(expr))
-        coeff, factors = expr.as_coeff_mul()
-        numer, denom = [], []
-        for f in reading_order(factors):
-            if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
-                denom.append(f.base ** (-f.exp))
-            else:
-                numer.append(f)
-        negative, coeff = coeff < 0, abs(coeff)
-        if coeff.is_Rational and not coeff.is_Integer:
-            if coeff.p != 1:
-                numer.insert(0, sp.Integer(coeff.p))
-            denom.insert(0, sp.Integer(coeff.q))
-        elif coeff != 1:
-            numer.insert(0, coeff)
+        negative, numer, denom = fraction_factors(expr)
         factor_codes = [self.operand(f, rank) for f in numer] or [Code("1")]
         if negative:
             factor_codes[0] = self.negate(factor_codes[0])

@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .codeprint import ELEMENTWISE, Code, NumPyBatchPrinter
+from .codeprint import ELEMENTWISE, Code, NumPyBatchPrinter, fraction_factors
 from .functions import Elementwise
-from .printing import reading_order
 from .tensor import Shape, matmul
 
 
@@ -202,20 +201,7 @@ class InPlaceWriter:
         """Factors multiplied into ``out`` one at a time, then the denominator's divided out, as the printer
         splits them (``x*y/(2*z)``); a factor computed straight into ``out`` goes first where there is one."""
         rank = len(self.printer.shape(expr))
-        coeff, factors = expr.as_coeff_mul()
-        numer, denom = [], []
-        for f in reading_order(factors):
-            if f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
-                denom.append(f.base ** (-f.exp))
-            else:
-                numer.append(f)
-        negative, coeff = coeff < 0, abs(coeff)
-        if coeff.is_Rational and not coeff.is_Integer:
-            if coeff.p != 1:
-                numer.insert(0, sp.Integer(coeff.p))
-            denom.insert(0, sp.Integer(coeff.q))
-        elif coeff != 1:
-            numer.insert(0, coeff)
+        negative, numer, denom = fraction_factors(expr)
         if negative and numer and numer[0].is_Number:  # the sign goes on the number: -2*x, not -(2*x)
             numer[0], negative = -numer[0], False
         elif negative and self.signed_factor(numer) is not None:  # or on a scalar parameter: -w*x
