@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .tensor import Shape, ones, transpose
+from .tensor import Shape, logsumexp, ones, softmax, transpose
 
 
 class batch_mean(sp.Function):
@@ -106,6 +106,23 @@ def share_common_subexpressions(assignments: list[Assignment], taken: set[str]) 
     return out
 
 
+def share_the_exponentials(assignments: list[Assignment]) -> list[Assignment]:
+    """``softmax(v)`` as ``exp(v - logsumexp(v))`` wherever ``logsumexp(v)`` is computed too.
+
+    Softmax with cross-entropy needs both: the prediction ``p = softmax(z)`` (and the adjoint ``p - y``) and
+    the loss's stable log-softmax ``z - logsumexp(z)``. Each alone takes the max, the exp and the sum; this
+    way common-subexpression elimination computes ``logsumexp(z)`` once and the softmax costs one exp
+    (as in a hand-written backprop). ``v - logsumexp(v) <= 0``, so the exp cannot overflow."""
+    shared = {e.args[0] for a in assignments for e in sp.preorder_traversal(a.expr) if isinstance(e, logsumexp)}
+    if not shared:
+        return assignments
+
+    def rewrite(expr):
+        return expr.replace(lambda e: isinstance(e, softmax) and e.args[0] in shared,
+                            lambda e: sp.exp(e.args[0] - logsumexp(e.args[0])))
+    return [Assignment(a.target, rewrite(a.expr), a.section, a.comment) for a in assignments]
+
+
 def build_program(derivation, cse: bool = True) -> Program:
     """Turn a :class:`~symbackprop.derive.Derivation` into a gradient program."""
     from .render import TextRenderer
@@ -128,7 +145,7 @@ def build_program(derivation, cse: bool = True) -> Program:
             gradients[step.subject] = target
     taken = set(g.quantities)
     if cse:
-        assignments = share_common_subexpressions(assignments, taken)
+        assignments = share_common_subexpressions(share_the_exponentials(assignments), taken)
 
     shape_of = derivation.shape_of
     varying = {g.symbol(n) for n in g.data_dependent()}
