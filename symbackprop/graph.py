@@ -53,7 +53,8 @@ MAX_NAME_LENGTH = 64
 #: Names a user may not take: functions, Python keywords and builtins, and names the generated code uses.
 RESERVED = (set(FUNCTIONS) | set(TENSOR_FUNCTIONS) | set(keyword.kwlist) | set(dir(builtins))
             | {"np", "numpy", "N", "T", "params", "data", "loss", "grads", "values", "matmul", "transpose",
-               "ones", "pi", "E", "I", "oo", "nan", "inf", "eta", "forward", "loss_and_grad", "concat", "index"})
+               "ones", "pi", "E", "I", "oo", "nan", "inf", "eta", "forward", "loss_and_grad", "concat", "index",
+               "arrays", "DTYPE", "BLOCK"})
 
 
 def check_name(name: Any, where: str) -> str:

@@ -74,6 +74,14 @@ def test_invalid_or_reserved_names_are_refused(name):
         Graph().input(name)
 
 
+@pytest.mark.parametrize("name", ["arrays", "DTYPE", "BLOCK"])
+def test_names_the_generated_loss_and_grad_reads_are_reserved(name):
+    """An input named arrays, DTYPE or BLOCK became a local of loss_and_grad and broke it (IndexError,
+    UnboundLocalError); the names are refused instead."""
+    with pytest.raises(ModelError, match=rf"'{name}' is reserved"):
+        Graph().input(name)
+
+
 def test_nothing_can_follow_the_loss():
     g = Graph()
     x = g.input("x")
