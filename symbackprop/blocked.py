@@ -343,8 +343,9 @@ class BlockedFunction:
                 if s in last:
                     last[s] = k
         # an alias (dL_da = t0) or a value the printer writes as a new expression, which may be a view of its
-        # operands (t0 = h2[:, 0:5], W.T), keeps its sources' buffers alive as long as itself: otherwise a
-        # later value could take the buffer and overwrite what the view shows
+        # operands (t0 = h2[:, 0:5], W.T) or the operand itself (sum_(t0) of a per-sample scalar prints as t0),
+        # keeps its sources' buffers alive as long as itself: otherwise a later value could take the buffer
+        # and overwrite what the view shows (bug 21 in docs/testing.md)
         viewer = InPlaceWriter(self.printer, BufferPool(), "")
         for a in reversed(body):
             if isinstance(a.expr, batch_mean) or a.target not in last:
