@@ -154,7 +154,8 @@ class Graph:
         if self.loss_name is not None:
             raise ModelError(where, "nothing can be declared after the loss")
         if name in self.quantities:
-            raise ModelError(where, f"'{name}' is defined twice (already a {self.quantities[name].kind})")
+            kind = self.quantities[name].kind
+            raise ModelError(where, f"'{name}' is defined twice (already {'an' if kind[0] in 'aeiou' else 'a'} {kind})")
         symbol = TensorSymbol(name)
         self.quantities[name] = Quantity(name, symbol, shape, kind, **extra)
         return symbol

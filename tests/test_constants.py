@@ -130,7 +130,7 @@ def test_model_file_constants_are_declared_and_used_in_the_loss():
 
 
 @pytest.mark.parametrize("constants, message", [
-    ("x = 0.1\nlam = 1", "m.toml: [constants] x: 'x' is defined twice (already a input)"),
+    ("x = 0.1\nlam = 1", "m.toml: [constants] x: 'x' is defined twice (already an input)"),
     ("w = 0.1\nlam = 1", "m.toml: [constants] w: 'w' is defined twice (already a param)"),
     ("sum = 1\nlam = 1", "m.toml: [constants] sum: 'sum' is reserved"),
     ("eta = 1\nlam = 1", "m.toml: [constants] eta: 'eta' is reserved"),

@@ -25,7 +25,7 @@ def test_an_undefined_name_is_named():
 def test_a_name_defined_twice_is_refused():
     g = Graph()
     g.input("x")
-    with pytest.raises(ModelError, match=r"param 'x': 'x' is defined twice \(already a input\)"):
+    with pytest.raises(ModelError, match=r"param 'x': 'x' is defined twice \(already an input\)"):
         g.param("x")
 
 

@@ -271,7 +271,7 @@ ERRORS = [
     ('[params]\nw = { shape = [3000, 4000] }\n[loss]\nL = "sum(w)"\n',
      "m.toml: [params] w: shape [3000, 4000] has 12000000 elements (limit 10000000)"),
     # names
-    ('[inputs]\nw = {}\n[params]\nw = {}\n[loss]\nL = "w"\n', "m.toml: [params] w: 'w' is defined twice (already a input)"),
+    ('[inputs]\nw = {}\n[params]\nw = {}\n[loss]\nL = "w"\n', "m.toml: [params] w: 'w' is defined twice (already an input)"),
     (with_nodes('x = "w"'), "m.toml: [nodes] x: 'x' is defined twice"),
     (with_nodes('z = "w"', loss='w = "z"'), "m.toml: [loss] w: 'w' is defined twice"),
     (with_nodes('exp = "w*x"'), "m.toml: [nodes] exp: 'exp' is reserved"),
