@@ -5,6 +5,7 @@ Python declaration rather than against its own idea of the result.
 """
 import ast
 import builtins
+import encodings.utf_8_sig  # noqa: F401 - the loader reads files as utf-8-sig; imported here, before the guard
 import os
 import subprocess
 from pathlib import Path
