@@ -125,7 +125,7 @@ class BlockedFunction:
                 "",
                 f"{i}Computed in blocks of at most BLOCK samples, each value written in place into a buffer",
                 f'{i}allocated once per call; the loss and the gradients are sums added up block by block."""',
-                *self.unpack()]
+                *w.unpack(blocked=True)]
         if fixed:
             head.append(f"{i}# the same for every sample: computed once, before the blocks")
             for a in fixed:
@@ -156,20 +156,6 @@ class BlockedFunction:
         tail = [f"{i}loss = float(_loss/N)" if loss in batched else f"{i}loss = float({self.names[loss]})"]
         tail += self.means(body)
         return head + loop + tail + w.return_lines()
-
-    def unpack(self) -> list[str]:
-        """Parameters as in the whole-array form; inputs reshaped once (sliced per block in the loop)."""
-        i = self.writer.indent
-        lines = [f"{i}arrays, N = _arrays(params, data)"]
-        for q in self.program.params:
-            value = f'arrays["{q.name}"]'
-            if q.canonical_shape != q.shape:
-                value += f".reshape({q.canonical_shape!r})"
-            lines.append(f"{i}{q.name} = {value}")
-        for q in self.program.inputs:
-            if q.canonical_shape != q.shape:
-                lines.append(f'{i}arrays["{q.name}"] = arrays["{q.name}"].reshape({(-1, *q.canonical_shape)!r})')
-        return lines
 
     def fold_mean(self, body) -> list | None:
         """``body`` with 1/N folded into the loss's adjoint seed, or None where that is not both right and cheaper.

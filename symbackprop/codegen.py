@@ -207,20 +207,26 @@ class ModuleWriter:
             return []
         return [f'{self.indent}_check_shape("{name}", {name}, {shape!r}{", N" if batched else ""})']
 
-    def unpack(self) -> list[str]:
+    def unpack(self, blocked: bool = False) -> list[str]:
         """Parameters and inputs as arrays of DTYPE, reshaped where the code computes with another shape.
 
         A parameter declared ``(n, 1)`` is computed with as the vector ``(n,)``, one declared ``(1,)`` as a
         scalar (see :func:`symbackprop.tensor.canonical_shape`); the gradients go back to the declared shapes.
+        In blocked code (``blocked``) the inputs stay in ``arrays``, reshaped there once, and each block
+        takes its slice of them (:mod:`symbackprop.blocked`).
         """
         i = self.indent
         lines = [f"{i}arrays, N = _arrays(params, data)"]
         for q in self.program.params + self.program.inputs:
             value = f'arrays["{q.name}"]'
-            if q.canonical_shape != q.shape:
+            reshaped = q.canonical_shape != q.shape
+            if reshaped:
                 shape = q.canonical_shape if q.kind == "param" else (-1, *q.canonical_shape)
                 value += f".reshape({shape!r})"
-            lines.append(f"{i}{q.name} = {value}")
+            if q.kind == "param" or not blocked:
+                lines.append(f"{i}{q.name} = {value}")
+            elif reshaped:
+                lines.append(f'{i}arrays["{q.name}"] = {value}')
         return lines
 
     def forward_function(self) -> list[str]:

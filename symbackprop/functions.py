@@ -418,58 +418,53 @@ class expm1(Elementwise):
         return sp.exp(x) - 1
 
 
-class maximum(Elementwise):
+class _Extremum(Elementwise):
+    """maximum and minimum: one rule, the sign turned (``sense``). The derivative by a is
+    ``(1 + sense sign(a - b))/2``: 1 for the argument chosen, 0 for the other, and at a tie each argument
+    gets half, as torch.maximum's and torch.minimum's gradients."""
+
+    nargs = 2
+    arguments = ("a", "b")
+    sense = 1  # +1: the larger argument is chosen, -1: the smaller
+    sympy_form = sp.Max  # the same function in SymPy's terms, for numbers and for exact evaluation
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == b:
+            return a
+        if a.is_Number and b.is_Number:
+            return cls.sympy_form(a, b)
+        return None
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        chosen = self.sense * sp.sign(a - b)
+        return (1 + chosen) / 2 if argindex == 1 else (1 - chosen) / 2
+
+    def _eval_rewrite_as_exp(self, a, b, **kwargs):
+        return self.sympy_form(a, b)
+
+
+class maximum(_Extremum):
     """The larger of a and b (np.maximum, torch.maximum). Its derivative by a is ``(1 + sign(a - b))/2``:
     1 where a > b, 0 where a < b, and at a tie each argument gets half, as torch.maximum's gradient."""
 
-    nargs = 2
     latex_name = r"\max"
     text_name = "maximum"
     numpy = "np.maximum({a}, {b})"
-    arguments = ("a", "b")
     torch = staticmethod(lambda torch, a, b: torch.maximum(a, b))
 
-    @classmethod
-    def eval(cls, a, b):
-        if a == b:
-            return a
-        if a.is_Number and b.is_Number:
-            return sp.Max(a, b)
-        return None
 
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        return (1 + sp.sign(a - b)) / 2 if argindex == 1 else (1 - sp.sign(a - b)) / 2
-
-    def _eval_rewrite_as_exp(self, a, b, **kwargs):
-        return sp.Max(a, b)
-
-
-class minimum(Elementwise):
+class minimum(_Extremum):
     """The smaller of a and b (np.minimum, torch.minimum). Its derivative by a is ``(1 - sign(a - b))/2``:
     1 where a < b, 0 where a > b, and at a tie each argument gets half, as torch.minimum's gradient."""
 
-    nargs = 2
     latex_name = r"\min"
     text_name = "minimum"
     numpy = "np.minimum({a}, {b})"
-    arguments = ("a", "b")
     torch = staticmethod(lambda torch, a, b: torch.minimum(a, b))
-
-    @classmethod
-    def eval(cls, a, b):
-        if a == b:
-            return a
-        if a.is_Number and b.is_Number:
-            return sp.Min(a, b)
-        return None
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        return (1 - sp.sign(a - b)) / 2 if argindex == 1 else (1 + sp.sign(a - b)) / 2
-
-    def _eval_rewrite_as_exp(self, a, b, **kwargs):
-        return sp.Min(a, b)
+    sense = -1
+    sympy_form = sp.Min
 
 
 class clip(Elementwise):
