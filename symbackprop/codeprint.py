@@ -517,30 +517,28 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def batch_sum_of_factors(self, factors) -> Code:
         if isinstance(factors, scatter) and self.batched(factors.args[0]):
             # the sum of scattered adjoints is the scatter of their sum: no (N, *shape) array of zeros
-            g = self.call("np.sum", self._print(factors.args[0]), "axis=0")
+            g = self.call(self.batch_reduce, self._print(factors.args[0]), "axis=0")
             return self.call(self.helper("_scatter"), g, str(factors.start), repr(factors.operand_shape), "False")
         if isinstance(factors, matmul) and isinstance(factors.args[1], transpose):
             a, x = factors.args[0], factors.args[1].args[0]
             if len(self.shape(a)) == 1 and len(self.shape(x)) == 1 and self.batched(a) and self.batched(x):
                 return self.binary(self.postfix(self._print(a), ".T"), "@", self._print(x))  # (n, N) @ (N, m)
-        if isinstance(factors, sp.Pow) and factors.exp == 2 and self.batched(factors) and \
-                self.shape(factors.base) == ():  # the sum of squares of per-sample scalars: one pass, no square
-            base = self._print(factors.base)
-            return self.call("np.einsum", '"i,i->"', base, base)
+        pair = self.einsum_pair(factors) if self.shape(factors) == () else None
+        if pair is not None:
+            # u**2 or u*v of per-sample scalars: one pass, no product array, and not u @ v: OpenBLAS runs a dot
+            # product of more than 10,000 elements on every core, and one busy core then stalls it (1.9 us ->
+            # 790 us at 16k samples); einsum never threads
+            return self.call("np.einsum", '"i,i->"', *(str(self._print(f)) for f in pair))
         if isinstance(factors, sum_) and len(self.shape(factors.args[0])) in (1, 2):
             # the batch's sum of sum(u**2) or sum(u*v), per-sample vectors or matrices (the quadratic loss): one
-            # pass over u and v, no u**2 array and no per-sample sums; einsum never threads (see below)
+            # pass over u and v, no u**2 array and no per-sample sums; einsum never threads (see above)
             pair = self.einsum_pair(factors.args[0])
             if pair is not None:
                 axes = "ij" if len(self.shape(factors.args[0])) == 1 else "ijk"
                 return self.call("np.einsum", f'"{axes},{axes}->"', *(str(self._print(f)) for f in pair))
         if isinstance(factors, sp.Mul) and len(factors.args) == 2 and all(self.batched(f) for f in factors.args):
-            # a per-sample scalar times a per-sample scalar or vector: (N,) @ (N,) or (N,) @ (N, n)
+            # a per-sample scalar times a per-sample vector: (N,) @ (N, n) (two scalars: einsum, above)
             f1, f2 = sorted(factors.args, key=lambda f: len(self.shape(f)))
-            if self.shape(f1) == () and self.shape(f2) == ():
-                # not f1 @ f2: OpenBLAS runs a dot product of more than 10,000 elements on every core, and
-                # one busy core then stalls it (1.9 us -> 790 us at 16k samples); einsum never threads
-                return self.call("np.einsum", '"i,i->"', self._print(f1), self._print(f2))
             if self.shape(f1) == () and len(self.shape(f2)) == 1:
                 return self.binary(self._print(f1), "@", self._print(f2))
         return self.call(self.batch_reduce, self._print(factors), "axis=0")
