@@ -252,9 +252,13 @@ class NumPyBatchPrinter(FunctionBases, StrPrinter):
     def operand(self, expr, result_rank: int) -> Code:
         """``expr`` as an operand of an elementwise operation whose result has ``result_rank`` axes per sample:
         a per-sample scalar gets axes of length 1 appended, so it broadcasts along the sample axis."""
-        code = self._print(expr)
+        return self.along(self._print(expr), expr, result_rank)
+
+    def along(self, code: Code, expr, result_rank: int) -> Code:
+        """``code``, the value of ``expr``, with axes of length 1 appended if ``expr`` is a per-sample scalar
+        and the result has ``result_rank`` axes per sample (``g[:, None]``), so that it broadcasts along them."""
         if result_rank and self.batched(expr) and self.shape(expr) == ():
-            code = self.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
+            return self.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
         return code
 
     def constant(self, expr, value) -> Code:

@@ -120,18 +120,12 @@ class InPlaceWriter:
                 self.checked += 1
                 self.emit(f"{name} = {self.printer.doprint(expr)}")
                 self.emit(f'_check_shape("{name}", {name}, {self.printer.shape(expr)!r}, {self.printer.batch_size})')
-                code = Code(name)
-                if result_rank and self.printer.shape(expr) == ():
-                    code = self.printer.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
-                return code
+                return self.printer.along(Code(name), expr, result_rank)
             return self.printer.operand(expr, result_rank)
         buffer = self.pool.take(self.printer.shape(expr))
         self.scratch.append(buffer)
         self.write(expr, buffer)
-        code = Code(buffer)
-        if result_rank and self.printer.shape(expr) == ():
-            code = self.printer.postfix(code, "[:, " + ", ".join(["None"] * result_rank) + "]")
-        return code
+        return self.printer.along(Code(buffer), expr, result_rank)
 
     # ---- one method per expression type ---------------------------------------------------------------------
     def write(self, expr, out: str) -> None:
