@@ -18,13 +18,17 @@ from .files import atomic_write
 from .graph import Graph, UserError
 
 
+def float_array(value) -> np.ndarray:
+    """``value`` as an array of its own float type (float32 or float64); anything else as float64: the
+    precision a parameter is stored in (here and in checkpoints)."""
+    a = np.asarray(value)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+
 def save_params(path: str | Path, params: dict[str, np.ndarray], graph: Graph) -> None:
     """Write ``params`` to ``path`` (.npz), one array per parameter in its declared shape: float32 if the
     parameter is float32, else float64."""
-    def stored(value):
-        value = np.asarray(value)
-        return value if value.dtype == np.float32 else value.astype(np.float64)
-    arrays = {q.name: np.reshape(stored(params[q.name]), q.shape) for q in graph.params}
+    arrays = {q.name: np.reshape(float_array(params[q.name]), q.shape) for q in graph.params}
     atomic_write(Path(path), lambda f: np.savez(f, **arrays), binary=True)
 
 

@@ -45,6 +45,7 @@ from .files import atomic_write, write_text_atomically
 from .graph import Graph, ModelError, UserError
 from .initializers import initial_params
 from .optim import OPTIMIZER_KEYS, SCHEDULE_KEYS, Optimizer, Schedule, batches, make_optimizer, make_schedule
+from .paramfile import float_array
 
 CHECKPOINT_FORMAT = 2
 
@@ -394,12 +395,6 @@ class Run:
     best_epoch: int | None = None  # early stopping: the epoch with the lowest held-out loss so far
     best_params: dict[str, np.ndarray] | None = None
     waited: int = 0  # epochs since best_epoch
-
-
-def float_array(value) -> np.ndarray:
-    """``value`` as an array of its own float type (float32 or float64); anything else as float64."""
-    a = np.asarray(value)
-    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
 
 
 def save_checkpoint(path: Path, run: Run, rng: np.random.Generator, config: dict) -> None:
