@@ -311,13 +311,19 @@ def reference_mlp_xent(params: dict, data: dict, layers: int) -> tuple[float, di
     s = e.sum(axis=1, keepdims=True)
     loss = -float(np.sum(y * (z - np.log(s)))) / N
     d = (e / s - y) / N
+    return loss, tanh_backward(d, acts, params, layers)
+
+
+def tanh_backward(d: np.ndarray, acts: list, params: dict, layers: int) -> dict:
+    """The gradients of tanh layers 1..layers from the output error ``d`` (already divided by N) and the
+    layers' inputs ``acts[0..layers-1]``: the textbook backward pass, as a careful hand-written backprop does."""
     grads = {}
     for l in range(layers, 0, -1):
         grads[f"W{l}"] = d.T @ acts[l - 1]
         grads[f"b{l}"] = d.sum(axis=0)
         if l > 1:
             d = (d @ params[f"W{l}"]) * (1 - acts[l - 1] ** 2)
-    return loss, grads
+    return grads
 
 
 def xent_problem(sizes: list[int], batch: int, dtype=np.float64, seed: int = 0) -> tuple[dict, dict]:

@@ -23,7 +23,7 @@ import argparse
 
 from _common import (Timing, check_same_results, environment, import_generated, jax_candidate, jax_line,
                      jax_mlp_xent, limit_threads, load_source, mlp_params, np, optional_jax, optional_torch, table,
-                     tanh_mlp, time_in_blocks, timing_rows)
+                     tanh_backward, tanh_mlp, time_in_blocks, timing_rows)
 from symbackprop.codegen import generate_module
 from symbackprop.derive import derive
 
@@ -55,13 +55,7 @@ def reference_deep(params: dict, data: dict, layers: int) -> tuple[float, dict]:
     r = acts[-1] - y
     loss = float(np.sum(r ** 2)) / (2 * N)
     d = r * (1 - acts[-1] ** 2) / N
-    grads = {}
-    for l in range(layers, 0, -1):
-        grads[f"W{l}"] = d.T @ acts[l - 1]
-        grads[f"b{l}"] = d.sum(axis=0)
-        if l > 1:
-            d = (d @ params[f"W{l}"]) * (1 - acts[l - 1] ** 2)
-    return loss, grads
+    return loss, tanh_backward(d, acts, params, layers)
 
 
 def torch_candidate(torch, params: dict, data: dict, forward):
